@@ -1,0 +1,3 @@
+"""osreg: optical-SAR image registration."""
+
+__version__ = "0.1.0"

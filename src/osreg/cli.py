@@ -1,0 +1,248 @@
+"""Command line: ``osreg register``, ``osreg match``, ``osreg benchmark``, ``osreg methods``.
+
+Data go to files or stdout, logs to stderr. Exit codes: 0 success (including "no match" for ``match``),
+2 bad input or refused overwrite, 3 registration not trustworthy, 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from osreg.errors import InputError, OsregError, OutputExistsError, RegistrationFailedError, WeightsNotFoundError
+
+logger = logging.getLogger("osreg")
+
+EXIT_INPUT = 2
+EXIT_UNTRUSTED = 3
+
+
+def _setup(verbose: int, quiet: int, threads: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import cv2
+
+    cv2.setNumThreads(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # torch is only needed by learned matchers
+        pass
+
+
+def _handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RegistrationFailedError as exc:
+            click.echo(f"Registration failed: {'; '.join(exc.reasons)}", err=True)
+            sys.exit(EXIT_UNTRUSTED)
+        except (InputError, OutputExistsError, WeightsNotFoundError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_INPUT)
+        except OsregError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _parse_bands(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated 1-based band numbers such as 4,3,2, got {value!r}")
+
+
+def common_options(fn):
+    """Options shared by every command."""
+    fn = click.option("-v", "--verbose", count=True, help="More log output (repeatable).")(fn)
+    fn = click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")(fn)
+    fn = click.option("--threads", type=click.IntRange(1, 256), default=min(4, os.cpu_count() or 1),
+                      show_default=True, help="CPU threads for torch and OpenCV.")(fn)
+    return fn
+
+
+def pair_options(fn):
+    """Options of the commands that register one pair."""
+    from osreg.geometry import MODELS
+    from osreg.preprocess import DESPECKLE, SAR_SCALES
+
+    opts = [
+        click.argument("optical", type=click.Path(dir_okay=False, path_type=str)),
+        click.argument("sar", type=click.Path(dir_okay=False, path_type=str)),
+        click.option("--method", default="cfog", show_default=True,
+                     help="Matcher: sift, aliked, disk, xfeat, cfog, rift (see `osreg methods`)."),
+        click.option("--model", type=click.Choice(MODELS), default="affine", show_default=True,
+                     help="Transform model fitted to the matches."),
+        click.option("--sar-scale", type=click.Choice(SAR_SCALES), default="auto", show_default=True,
+                     help="How SAR values are encoded."),
+        click.option("--despeckle", type=click.Choice(DESPECKLE), default="none", show_default=True,
+                     help="SAR speckle filter before matching."),
+        click.option("--optical-bands", default=None, help="1-based optical bands to use, e.g. 4,3,2."),
+        click.option("--sar-band", type=click.IntRange(1), default=None, help="1-based SAR band to use."),
+        click.option("--threshold", type=click.FloatRange(0.1), default=3.0, show_default=True,
+                     help="Inlier threshold in pixels."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robust estimator."),
+        click.option("--no-georef", is_flag=True, help="Ignore georeferencing and register in pixel space."),
+        click.option("--search-radius", type=click.IntRange(4), default=None,
+                     help="cfog only: largest shift searched (pixels at working resolution)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _config(method, model, sar_scale, despeckle, optical_bands, sar_band, threshold, seed, no_georef, search_radius):
+    from osreg.geometry import GeometryConfig
+    from osreg.matchers import resolve_method
+    from osreg.pipeline import make_config
+    from osreg.preprocess import PreprocessConfig
+
+    method = resolve_method(method)
+    options = {}
+    if search_radius is not None:
+        if method != "cfog":
+            raise InputError(f"--search-radius applies to method cfog only, not {method}")
+        options["search_radius"] = search_radius
+    return make_config(
+        method,
+        options,
+        preprocess=PreprocessConfig(sar_scale=sar_scale, despeckle=despeckle),
+        geometry=GeometryConfig(model=model, threshold_px=threshold, seed=seed),
+        optical_bands=_parse_bands(optical_bands),
+        sar_band=sar_band,
+        use_georeference=not no_georef,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="osreg")
+def main() -> None:
+    """osreg: register SAR images to optical images."""
+
+
+@main.command()
+@pair_options
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for the outputs.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@common_options
+@_handle_errors
+def register(optical, sar, out_dir, overwrite, verbose, quiet, threads, **kw):
+    """Register SAR to OPTICAL and write the registered SAR, tie points, report and quick-look to OUT_DIR.
+
+    Exits with 3, writing the report (and tie points) but no registered image, when the result is not
+    trustworthy.
+    """
+    from osreg.export import output_paths, write_outputs
+    from osreg.io.atomic import check_can_write
+    from osreg.pipeline import run_registration
+
+    _setup(verbose, quiet, threads)
+    cfg = _config(**kw)
+    check_can_write(output_paths(out_dir).values(), overwrite)  # refuse before the work, not after
+    reg = run_registration(optical, sar, cfg)
+    written = write_outputs(reg, out_dir, overwrite)
+    for kind, path in written.items():
+        logger.info("wrote %s: %s", kind, path)
+    if not reg.verdict.good:
+        raise RegistrationFailedError(list(reg.verdict.reasons))
+    click.echo(json.dumps({"verdict": "good", "report": written["report"], "registered": written["registered"]}))
+
+
+@main.command()
+@pair_options
+@click.option("--out", "out_path", default="-", show_default=True,
+              help="JSON file for the matches, or - for stdout.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@common_options
+@_handle_errors
+def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
+    """Match OPTICAL and SAR and write the correspondences as one JSON object.
+
+    keypoints0 are optical pixels, keypoints1 SAR pixels (0-based, (0, 0) = centre of the top-left pixel), H maps
+    optical to SAR pixels (null when not trusted); an empty list is a valid "no match" answer (exit 0).
+    """
+    from osreg.export import match_json
+    from osreg.io.atomic import check_can_write, write_text_atomic
+    from osreg.pipeline import run_registration
+
+    _setup(verbose, quiet, threads)
+    cfg = _config(**kw)
+    if out_path != "-":
+        check_can_write([out_path], overwrite)
+    reg = run_registration(optical, sar, cfg)
+    text = json.dumps(match_json(reg))
+    if out_path == "-":
+        click.echo(text)
+    else:
+        write_text_atomic(out_path, text + "\n", overwrite)
+        logger.info("wrote %d matches to %s", len(reg.matches), out_path)
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str),
+              default=lambda: os.environ.get("OSREG_DATA", "../shared/data"), show_default="$OSREG_DATA or ../shared/data",
+              help="Folder holding the benchmark datasets.")
+@click.option("--datasets", default="volkov_s1s2_10m,osmnet_zhanghan9718", show_default=True,
+              help="Comma-separated dataset folders to use.")
+@click.option("--methods", default="sift,aliked,disk,xfeat,cfog,rift", show_default=True,
+              help="Comma-separated matchers.")
+@click.option("--protocol", "protocols", default="aligned,large-deformation", show_default=True,
+              help="aligned, large-deformation, or both comma-separated.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for the report (summary.md, per_pair.csv, summary.json, plot).")
+@click.option("--crop", type=click.IntRange(0), default=512, show_default=True,
+              help="Centre crop side for larger images (0 = full images).")
+@click.option("--max-pairs", type=click.IntRange(0), default=0, help="Use at most this many pairs per dataset (0 = all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the deformations and estimators.")
+@click.option("--model", type=click.Choice(["similarity", "affine", "homography"]), default="affine", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@common_options
+@_handle_errors
+def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, seed, model, overwrite,
+              verbose, quiet, threads):
+    """Score matchers on datasets with ground truth; writes summary.md, per_pair.csv, summary.json and plots."""
+    from osreg.eval.benchmark import BenchmarkConfig, run_benchmark
+    from osreg.matchers import resolve_method
+
+    _setup(verbose, quiet, threads)
+    cfg = BenchmarkConfig(
+        data_dir=data_dir,
+        datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()),
+        methods=tuple(resolve_method(m) for m in methods.split(",") if m.strip()),
+        protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()),
+        crop=crop,
+        max_pairs=max_pairs,
+        seed=seed,
+        model=model,
+        threads=threads,
+    )
+    written = run_benchmark(cfg, out_dir, overwrite=overwrite, progress=True)
+    click.echo(Path(written["summary_md"]).read_text())
+
+
+@main.command()
+def methods():
+    """List the available matchers."""
+    from osreg.matchers import available_methods
+
+    for m in available_methods():
+        click.echo(m)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: datasets with ground truth, deformation protocols, metrics and the benchmark runner."""

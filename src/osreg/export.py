@@ -1,0 +1,261 @@
+"""Outputs of a registration: registered GeoTIFF, tie points (CSV, GeoJSON), report.json, quick-look PNG."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from osreg import __version__
+from osreg.geometry import apply_transform, decompose
+from osreg.io.atomic import atomic_output, check_can_write, write_text_atomic
+from osreg.io.raster import write_geotiff
+from osreg.pipeline import Registration, residual_misregistration
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_NAMES = {
+    "registered": "registered_sar.tif",
+    "tiepoints_csv": "tiepoints.csv",
+    "tiepoints_geojson": "tiepoints.geojson",
+    "report": "report.json",
+    "quicklook": "quicklook.png",
+}
+
+
+def output_paths(out_dir: str | Path) -> dict[str, Path]:
+    """Where :func:`write_outputs` writes each output."""
+    return {k: Path(out_dir) / v for k, v in OUTPUT_NAMES.items()}
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def match_json(reg: Registration) -> dict[str, Any]:
+    """The ``osreg match`` answer: keypoints in original pixels of both images, H optical px -> SAR px."""
+    H, _ = reg.transform_to_sar()
+    trusted = reg.verdict.good and H is not None
+    return _jsonable(
+        {
+            "keypoints0": reg.matches.keypoints0,
+            "keypoints1": reg.keypoints1_in_sar(),
+            "confidence": reg.matches.confidence,
+            "H": (H / H[2, 2]) if trusted else None,
+            "time_s": reg.timings["match_s"],
+        }
+    )
+
+
+def build_report(reg: Registration, written: dict[str, str] | None = None) -> dict[str, Any]:
+    """The content of ``report.json``."""
+    est = reg.estimate
+    H_sar, exact = reg.transform_to_sar()
+    cfg = reg.config
+    report = {
+        "osreg_version": __version__,
+        "verdict": reg.verdict.label,
+        "reasons": list(reg.verdict.reasons),
+        "confidence": reg.verdict.confidence,
+        "method": cfg.method,
+        "model": est.model,
+        "inputs": {
+            "optical": {"path": reg.optical.path, "size": [reg.optical.width, reg.optical.height],
+                        "bands": reg.optical.count, "dtype": reg.optical.dtype,
+                        "crs": str(reg.optical.crs) if reg.optical.crs else None},
+            "sar": {"path": reg.sar.path, "size": [reg.sar.width, reg.sar.height], "bands": reg.sar.count,
+                    "dtype": reg.sar.dtype, "crs": str(reg.sar.crs) if reg.sar.crs else None},
+        },
+        "starting_guess": "georeference (SAR resampled onto the optical grid)" if reg.georeferenced else "pixel space",
+        "matches": len(reg.matches),
+        "inliers": est.n_inliers,
+        "inlier_ratio": est.n_inliers / max(len(reg.matches), 1),
+        "inlier_coverage": reg.verdict.coverage,
+        "alignment_peak": reg.verdict.alignment_peak,
+        "residual_rmse_px": est.rmse,
+        "transform": {
+            "optical_px_to_working_sar_px": est.H,
+            "optical_px_to_sar_px": H_sar,
+            "optical_px_to_sar_px_exact": exact,
+            "parameters": decompose(est.H) if est.H is not None else None,
+            "pixel_convention": "x = column, y = row, 0-based, (0, 0) = centre of the top-left pixel",
+        },
+        "misregistration_of_georeference": residual_misregistration(reg),
+        "runtime_s": reg.timings,
+        "config": {
+            "method": cfg.method,
+            "matcher_options": dict(cfg.matcher_options),
+            "preprocess": vars(cfg.preprocess),
+            "geometry": vars(cfg.geometry),
+            "verdict": vars(cfg.verdict),
+        },
+        "outputs": written or {},
+    }
+    return _jsonable(report)
+
+
+def _map_coords(reg: Registration, xy: np.ndarray) -> np.ndarray:
+    if not reg.optical.is_georeferenced or len(xy) == 0:
+        return np.full((len(xy), 2), np.nan)
+    return reg.optical.pixel_to_map(xy)
+
+
+def tiepoint_rows(reg: Registration) -> list[dict[str, Any]]:
+    """One row per match: ids, pixel and map coordinates, residual, confidence, inlier flag."""
+    k0 = reg.matches.keypoints0
+    k1 = reg.keypoints1_in_sar()
+    m0 = _map_coords(reg, k0)
+    res = reg.estimate.residuals if reg.estimate.H is not None else np.full(len(k0), np.nan)
+    rows = []
+    for i in range(len(k0)):
+        rows.append({
+            "id": i,
+            "x_opt": k0[i, 0], "y_opt": k0[i, 1],
+            "x_sar": k1[i, 0], "y_sar": k1[i, 1],
+            "map_x": m0[i, 0], "map_y": m0[i, 1],
+            "residual_px": res[i],
+            "confidence": reg.matches.confidence[i],
+            "inlier": int(reg.estimate.inliers[i]),
+        })
+    return rows
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    cols = ["id", "x_opt", "y_opt", "x_sar", "y_sar", "map_x", "map_y", "residual_px", "confidence", "inlier"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else ("nan" if isinstance(v, float) else v))
+                    for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _geojson(reg: Registration, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    georef = reg.optical.is_georeferenced
+    if georef and rows:
+        from rasterio.warp import transform as warp_transform
+
+        lon, lat = warp_transform(reg.optical.crs, "EPSG:4326", [r["map_x"] for r in rows], [r["map_y"] for r in rows])
+    feats = []
+    for i, r in enumerate(rows):
+        coords = [lon[i], lat[i]] if georef else [r["x_opt"], r["y_opt"]]
+        feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": coords}, "properties": dict(r)})
+    doc = {"type": "FeatureCollection", "features": feats}
+    doc["osreg_coordinates"] = (
+        f"WGS84 longitude/latitude of the optical tie point; map_x/map_y in {reg.optical.crs}" if georef
+        else "optical pixel coordinates (x = column, y = row; inputs not georeferenced)"
+    )
+    return _jsonable(doc)
+
+
+def resample_sar_onto_optical(reg: Registration) -> tuple[np.ndarray, np.ndarray]:
+    """The original SAR bands sampled at the registered position of every optical pixel.
+
+    Returns ``(bands, H, W)`` float32 data (NaN outside the SAR) and the ``(H, W)`` validity mask.
+    """
+    o, s = reg.optical, reg.sar
+    H_sar, exact = reg.transform_to_sar()
+    src = np.where(s.mask[None], s.data.astype(np.float32), 0.0)
+    mask_src = s.mask.astype(np.float32)
+    size = (o.width, o.height)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    if exact:
+        warp = lambda a: cv2.warpPerspective(a, H_sar, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    else:  # across CRSs: exact per-pixel positions from a 16-px lattice, bilinearly interpolated
+        ys, xs = np.arange(0, o.height + 15, 16), np.arange(0, o.width + 15, 16)
+        gx, gy = np.meshgrid(xs, ys)
+        p = apply_transform(reg.estimate.H, np.stack([gx.ravel(), gy.ravel()], 1).astype(float))
+        q = reg.mapping.grid_to_sar_pixels(p).reshape(len(ys), len(xs), 2).astype(np.float32)
+        # lattice node k sits at pixel 16k: pixel (x, y) reads the lattice at (x / 16, y / 16)
+        px, py = np.meshgrid(np.arange(o.width, dtype=np.float32) / 16, np.arange(o.height, dtype=np.float32) / 16)
+        mx = cv2.remap(np.ascontiguousarray(q[..., 0]), px, py, cv2.INTER_LINEAR)
+        my = cv2.remap(np.ascontiguousarray(q[..., 1]), px, py, cv2.INTER_LINEAR)
+        warp = lambda a: cv2.remap(a, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = warp(mask_src) > 0.999
+    out = np.stack([warp(b) for b in src]).astype(np.float32)
+    out[:, ~valid] = np.nan
+    return out, valid
+
+
+def _stretch8(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    v = img[mask & np.isfinite(img)]
+    if v.size == 0:
+        return np.zeros(img.shape, np.uint8)
+    lo, hi = np.percentile(v, [1, 99])
+    out = np.clip((np.nan_to_num(img, nan=lo) - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    out[~mask] = 0
+    return out
+
+
+def quicklook(optical_u8: np.ndarray, sar_u8: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    """Checkerboard (left) and optical edges over the registered SAR (right), as a BGR image."""
+    h, w = optical_u8.shape
+    s = min(1.0, max_side / max(h, w))
+    if s < 1:
+        optical_u8 = cv2.resize(optical_u8, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        sar_u8 = cv2.resize(sar_u8, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        h, w = optical_u8.shape
+    tile = max(16, min(h, w) // 8)
+    yy, xx = np.mgrid[:h, :w]
+    board = np.where(((yy // tile) + (xx // tile)) % 2 == 0, optical_u8, sar_u8)
+    edges = cv2.Canny(cv2.GaussianBlur(optical_u8, (0, 0), 1.5), 40, 120) > 0
+    overlay = cv2.cvtColor(sar_u8, cv2.COLOR_GRAY2BGR)
+    overlay[edges] = (0, 0, 255)
+    gap = np.full((h, 8, 3), 255, np.uint8)
+    return np.hstack([cv2.cvtColor(board, cv2.COLOR_GRAY2BGR), gap, overlay])
+
+
+def write_outputs(reg: Registration, out_dir: str | Path, overwrite: bool = False) -> dict[str, str]:
+    """Write every output of a registration into ``out_dir``.
+
+    A trusted registration gets all outputs; an untrusted one only the tie points and the report (no registered
+    image and no quick-look). Nothing existing is replaced unless ``overwrite``.
+
+    Returns the paths written, by kind.
+    """
+    paths = output_paths(out_dir)
+    check_can_write(paths.values(), overwrite)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    rows = tiepoint_rows(reg)
+    write_text_atomic(paths["tiepoints_csv"], _csv_text(rows), overwrite)
+    written["tiepoints_csv"] = str(paths["tiepoints_csv"])
+    write_text_atomic(paths["tiepoints_geojson"], json.dumps(_geojson(reg, rows)), overwrite)
+    written["tiepoints_geojson"] = str(paths["tiepoints_geojson"])
+    if reg.verdict.good:
+        data, valid = resample_sar_onto_optical(reg)
+        o = reg.optical
+        write_geotiff(paths["registered"], data, o.crs, o.transform, nodata=float("nan"), overwrite=overwrite,
+                      descriptions=[d or f"SAR band {i + 1}" for i, d in enumerate(reg.sar.descriptions)])
+        written["registered"] = str(paths["registered"])
+        opt8 = _stretch8(reg.optical_image, o.mask)
+        sar_img = np.where(valid, np.nanmean(data, axis=0) if data.shape[0] > 1 else data[0], np.nan)
+        if reg.sar.dtype != "uint8" and np.nanmin(sar_img) >= 0:
+            sar_img = np.log(np.maximum(sar_img, 1e-6))
+        with atomic_output(paths["quicklook"], overwrite) as tmp:
+            cv2.imwrite(str(tmp), quicklook(opt8, _stretch8(sar_img, valid)))
+        written["quicklook"] = str(paths["quicklook"])
+    report = build_report(reg, {**written, "report": str(paths["report"])})
+    write_text_atomic(paths["report"], json.dumps(report, indent=2), overwrite)
+    written["report"] = str(paths["report"])
+    return written

