@@ -1,0 +1,60 @@
+"""Shared fixtures. Tests write only into pytest's tmp_path; data-dependent tests skip without ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "data" / "demo"
+DEMO_OPTICAL = DEMO / "optical_s2_rgb.tif"
+DEMO_SAR = DEMO / "sar_s1_vh.tif"
+# the simulated geocoding error of the demo SAR (scripts/make_demo.py): content displaced by (+6.3, +3.8) px,
+# plus the pair's own residual of about 0.4 px
+DEMO_SHIFT = np.array([6.3, 3.8])
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("OSREG_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    d = shared_data_dir()
+    if not (d / "README.md").exists():
+        pytest.skip(f"shared data not found at {d} (set OSREG_DATA)")
+    return d
+
+
+def write_tif(path: Path, data: np.ndarray, crs=None, transform=None, nodata=None) -> Path:
+    arr = data if data.ndim == 3 else data[None]
+    profile = {"driver": "GTiff", "height": arr.shape[1], "width": arr.shape[2], "count": arr.shape[0],
+               "dtype": arr.dtype.name}
+    if crs is not None:
+        profile.update(crs=crs, transform=transform)
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr)
+    return path
+
+
+def textured(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A smooth random texture in [0, 1] with structure at several scales."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros(shape, np.float32)
+    for sigma in (2, 5, 12):
+        img += cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma) * sigma
+    img -= img.min()
+    return img / img.max()
+
+
+UTM33 = "EPSG:32633"
+UTM33_T = Affine(10.0, 0, 500000.0, 0, -10.0, 5200000.0)

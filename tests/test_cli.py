@@ -1,0 +1,157 @@
+"""The command line end to end: outputs written and readable, exact messages and exit codes for bad input,
+the failure verdict on an unrelated pair, no overwriting."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from conftest import DEMO_OPTICAL, DEMO_SAR, DEMO_SHIFT, textured, write_tif
+from osreg.cli import main
+from osreg.geometry import apply_transform
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def demo_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    res = run("register", DEMO_OPTICAL, DEMO_SAR, "-o", out, "-q")
+    return res, out
+
+
+def test_register_demo_writes_trusted_georeferenced_outputs(demo_result):
+    res, out = demo_result
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["verdict"] == "good"
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "good" and report["reasons"] == [] and report["inliers"] >= 30
+    # the simulated geocoding error is found: ~(6.3, 3.8) px (+ ~1 px of the pair's own residual), ~74 m
+    mis = report["misregistration_of_georeference"]
+    assert np.hypot(mis["shift_x_px"] - DEMO_SHIFT[0], mis["shift_y_px"] - DEMO_SHIFT[1]) < 1.5
+    assert 55 < mis["mean_m"] < 95
+    # only the geotransform was falsified: in original SAR pixels the registration is about the identity
+    H = np.array(report["transform"]["optical_px_to_sar_px"])
+    g = np.array([[50.0, 50.0], [330.0, 60.0], [200.0, 300.0]])
+    assert np.abs(apply_transform(H, g) - g).max() < 2.0
+    with rasterio.open(out / "registered_sar.tif") as ds, rasterio.open(DEMO_OPTICAL) as opt:
+        assert ds.crs == opt.crs and ds.transform == opt.transform and ds.shape == opt.shape
+        assert ds.profile["tiled"] and np.isnan(ds.nodata)
+        reg = ds.read(1)
+    with rasterio.open(DEMO_SAR) as s:
+        sar = s.read(1).astype(np.float32)
+    valid = np.isfinite(reg)
+    assert valid.mean() > 0.9
+    corr = np.corrcoef(reg[valid], sar[valid])[0, 1]
+    assert corr > 0.8, corr  # the registered SAR lines up with the SAR's true (identity) position
+    assert (out / "quicklook.png").stat().st_size > 1000
+
+
+def test_tiepoints_csv_and_geojson(demo_result):
+    _, out = demo_result
+    rows = list(csv.DictReader(open(out / "tiepoints.csv")))
+    assert list(rows[0]) == ["id", "x_opt", "y_opt", "x_sar", "y_sar", "map_x", "map_y", "residual_px",
+                             "confidence", "inlier"]
+    inl = [r for r in rows if r["inlier"] == "1"]
+    assert len(inl) >= 30
+    d = np.array([[float(r["x_sar"]) - float(r["x_opt"]), float(r["y_sar"]) - float(r["y_opt"])] for r in inl])
+    assert np.abs(np.median(d, axis=0)).max() < 1.5  # SAR pixel ~ optical pixel (identity truth)
+    gj = json.loads((out / "tiepoints.geojson").read_text())
+    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == len(rows)
+    lon, lat = gj["features"][0]["geometry"]["coordinates"]
+    assert -100 < lon < -95 and 25 < lat < 35  # Texas
+
+
+def test_refuses_to_overwrite(demo_result):
+    _, out = demo_result
+    before = (out / "report.json").read_text()
+    res = run("register", DEMO_OPTICAL, DEMO_SAR, "-o", out, "-q")
+    assert res.exit_code == 2
+    assert "Error: output already exists and would be replaced:" in res.stderr and "--overwrite" in res.stderr
+    assert (out / "report.json").read_text() == before
+
+
+def test_match_json_contract(tmp_path):
+    res = run("match", DEMO_OPTICAL, DEMO_SAR, "--out", tmp_path / "m.json", "-q")
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert set(m) == {"keypoints0", "keypoints1", "confidence", "H", "time_s"}
+    n = len(m["keypoints0"])
+    assert n > 30 and len(m["keypoints1"]) == n and len(m["confidence"]) == n and m["time_s"] > 0
+    H = np.array(m["H"])
+    err = np.linalg.norm(apply_transform(H, m["keypoints0"]) - np.array(m["keypoints1"]), axis=1)
+    assert (err < 3).sum() >= 30  # the inliers agree with H (outliers are part of a normal match answer)
+    g = np.array([[50.0, 50.0], [330.0, 300.0]])
+    assert np.abs(apply_transform(H, g) - g).max() < 2.0  # original SAR pixels: about the identity (see above)
+
+
+def test_match_no_match_is_exit_zero(tmp_path):
+    flat = write_tif(tmp_path / "flat.tif", np.full((128, 128), 100, np.uint8))
+    res = run("match", flat, flat, "--method", "sift", "-q")
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)
+    assert m["keypoints0"] == [] and m["keypoints1"] == [] and m["confidence"] == [] and m["H"] is None
+
+
+def test_unrelated_pair_fails_with_report_and_no_image(tmp_path):
+    with rasterio.open(DEMO_SAR) as s:
+        crs, t = s.crs, s.transform
+    other = write_tif(tmp_path / "unrelated.tif", (textured((384, 384), seed=7) * 255).astype(np.uint8), crs, t)
+    out = tmp_path / "out"
+    res = run("register", DEMO_OPTICAL, other, "-o", out, "-q")
+    assert res.exit_code == 3
+    assert res.stderr.startswith("Registration failed: ")
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "failed" and report["reasons"]
+    assert not (out / "registered_sar.tif").exists() and not (out / "quicklook.png").exists()
+    assert (out / "tiepoints.csv").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "nodata", "no_overlap", "too_small", "method", "bands"])
+def test_bad_input_exit_2_with_message(tmp_path, case):
+    with rasterio.open(DEMO_OPTICAL) as o:
+        crs, t = o.crs, o.transform
+    opt, sar, extra = DEMO_OPTICAL, DEMO_SAR, []
+    if case == "missing":
+        sar = tmp_path / "missing.tif"
+        expect = f"Error: SAR image not found: {sar}"
+    elif case == "nodata":
+        sar = write_tif(tmp_path / "nd.tif", np.zeros((64, 64), np.uint8), nodata=0)
+        expect = f"Error: SAR image {sar} contains only nodata values (nodata=0.0); nothing to register"
+    elif case == "no_overlap":
+        from affine import Affine
+
+        sar = write_tif(tmp_path / "far.tif", np.ones((64, 64), np.uint8) * 9, crs, Affine(10, 0, t.c + 1e5, 0, -10, t.f))
+        expect = "Error: optical and SAR images do not overlap: optical covers ("
+    elif case == "too_small":
+        opt = write_tif(tmp_path / "small.tif", (textured((40, 40)) * 255).astype(np.uint8))
+        sar = opt
+        expect = "Error: optical image is 40x40 px; method 'cfog' needs at least 64x64 px"
+    elif case == "method":
+        extra = ["--method", "magic"]
+        expect = "Error: unknown method 'magic'; available methods: sift, aliked, disk, xfeat, cfog, rift"
+    else:
+        opt = write_tif(tmp_path / "ms.tif", np.ones((5, 64, 64), np.uint16))
+        expect = (f"Error: optical image {opt} has 5 bands; method 'cfog' takes one band, made from 1 band or 3 (RGB) "
+                  "bands. Select bands with --optical-bands (e.g. --optical-bands 4,3,2)")
+    res = run("register", opt, sar, "-o", tmp_path / "o", "-q", *extra)
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().startswith(expect), res.stderr
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o" / "registered_sar.tif").exists()
+
+
+def test_band_selection_makes_multiband_usable(tmp_path):
+    with rasterio.open(DEMO_OPTICAL) as o:
+        rgb, crs, t = o.read(), o.crs, o.transform
+    five = np.concatenate([rgb, rgb[:2]]).astype(np.uint8)
+    opt = write_tif(tmp_path / "five.tif", five, crs, t)
+    res = run("register", opt, DEMO_SAR, "-o", tmp_path / "o", "--optical-bands", "1,2,3", "-q")
+    assert res.exit_code == 0, res.stderr

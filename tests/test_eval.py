@@ -1,0 +1,126 @@
+"""Metrics, protocols and the benchmark runner."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import textured
+from osreg.errors import InputError
+from osreg.eval.datasets import GroundTruth, load_pairs
+from osreg.eval.deform import pair_seed, sample_deformation, warp_image
+from osreg.eval.metrics import auc, pair_metrics, summarize
+from osreg.geometry import Estimate, apply_transform
+from osreg.types import MatchResult
+
+
+def test_pair_metrics_perfect_and_failed():
+    H = np.array([[1, 0, 5.0], [0, 1, -3.0], [0, 0, 1]])
+    gt = GroundTruth(H=H)
+    p0 = np.random.default_rng(0).uniform(0, 100, (50, 2))
+    p1 = apply_transform(H, p0)
+    p1[:10] += 4.0  # 10 matches off by 5.7 px
+    m = MatchResult(p0, p1, np.ones(50))
+    inl = np.r_[np.zeros(10, bool), np.ones(40, bool)]
+    est = Estimate(H, inl, np.zeros(50), "affine")
+    r = pair_metrics(m, est, gt, 100, 100)
+    assert r["ncm"] == 40 and r["cmr3"] == pytest.approx(0.8) and r["cmr1"] == pytest.approx(0.8)
+    assert r["reg_error"] == pytest.approx(0.0, abs=1e-9) and r["match_rmse"] == pytest.approx(0.0, abs=1e-9)
+    # fewer than 10 correct matches: RMSE 20 px and a failed pair by the usual rule
+    r2 = pair_metrics(m.subset(np.arange(15)), Estimate(None, np.zeros(15, bool), np.full(15, np.nan), "affine"),
+                      gt, 100, 100)
+    assert r2["ncm"] == 5 and r2["match_rmse"] == 20.0 and r2["match_failed"] and math.isinf(r2["reg_error"])
+
+
+def test_auc_values():
+    assert auc([0.0, 0.0], 3) == pytest.approx(1.0)
+    assert auc([math.inf, math.inf], 3) == 0.0
+    # SuperGlue/LoFTR convention: recall rises linearly from (0, 0) to (1.5, 0.5), then stays 0.5 to 3 px
+    assert auc([1.5, math.inf], 3) == pytest.approx((0.5 * 1.5 * 0.5 + 1.5 * 0.5) / 3)
+
+
+def test_summary_counts_false_accepts():
+    base = {"ncm": 0, "cmr1": 0, "cmr3": 0, "cmr5": 0, "match_rmse": 20, "match_failed": True, "time_s": 1.0,
+            "peak_mem_mb": 100.0}
+    rows = [dict(base, reg_error=0.5, corner_error=0.5, verdict="good"),
+            dict(base, reg_error=9.0, corner_error=9.0, verdict="good"),
+            dict(base, reg_error=math.inf, corner_error=math.inf, verdict="failed")]
+    s = summarize(rows)
+    assert s["sr1"] == pytest.approx(1 / 3) and s["sr5"] == pytest.approx(1 / 3)
+    assert s["accepted"] == 2 and s["false_accepts"] == 1 and s["false_accept_rate"] == 0.5
+    assert s["median_reg_error_accepted"] == pytest.approx(4.75)
+
+
+def test_large_deformation_ground_truth_is_exact():
+    """Pixels that the composed ground truth says correspond have the same value after the deformation."""
+    img = textured((200, 240), seed=3)
+    rng = np.random.default_rng(pair_seed(0, "x"))
+    d = sample_deformation(240, 200, rng)
+    assert 0 <= d.rotation_deg < 360 and 0.5 <= d.scale <= 2.0
+    warped, mask = warp_image(img, np.ones_like(img, bool), d.D)
+    gt = GroundTruth(H=np.eye(3)).composed(after=d.D)
+    pts = np.random.default_rng(1).uniform(20, 180, (200, 2))
+    q = gt.map(pts)
+    vals = cv2.remap(warped, q[:, 0:1].astype(np.float32), q[:, 1:2].astype(np.float32), cv2.INTER_LINEAR)[:, 0]
+    ref = img[np.round(pts[:, 1]).astype(int), np.round(pts[:, 0]).astype(int)]
+    exact = cv2.remap(img, pts[:, 0:1].astype(np.float32), pts[:, 1:2].astype(np.float32), cv2.INTER_LINEAR)[:, 0]
+    assert np.abs(vals - exact).mean() < 0.02 and np.corrcoef(vals, ref)[0, 1] > 0.95
+    assert mask.sum() > 0.9 * 200 * 240 * min(d.scale, 1) ** 2 * 0.9  # whole image kept on the canvas
+    # the deformation is seeded per pair
+    d2 = sample_deformation(240, 200, np.random.default_rng(pair_seed(0, "x")))
+    np.testing.assert_array_equal(d.D, d2.D)
+
+
+def test_tiepoint_ground_truth_interpolates_its_points():
+    p0 = np.random.default_rng(0).uniform(0, 100, (30, 2))
+    p1 = p0 + [3.0, -2.0] + 0.01 * p0**1.5
+    gt = GroundTruth(points0=p0, points1=p1)
+    assert gt.kind == "tiepoints"
+    np.testing.assert_allclose(gt.map(p0), p1, atol=0.3)
+
+
+def test_unknown_dataset_message(tmp_path):
+    with pytest.raises(InputError, match=r"^unknown dataset 'foo'; known datasets: volkov_s1s2_10m, "):
+        load_pairs(tmp_path, ["foo"])
+    with pytest.raises(InputError, match=r"dataset folder not found: .*osmnet_zhanghan9718 \(set --data or \$OSREG_DATA\)"):
+        load_pairs(tmp_path, ["osmnet_zhanghan9718"])
+
+
+def test_dataset_loaders_read_every_kind(shared_data):
+    pairs = load_pairs(shared_data, ["volkov_s1s2_10m", "osmnet_zhanghan9718", "ossift_xym2009",
+                                     "lzk2211_xiangjiang", "bigearthnet_example_pypi"])
+    by = {}
+    for p in pairs:
+        by.setdefault(p.dataset, []).append(p)
+    assert len(by["volkov_s1s2_10m"]) == 50 and len(by["osmnet_zhanghan9718"]) == 4
+    assert len(by["lzk2211_xiangjiang"]) == 18 and by["lzk2211_xiangjiang"][0].gt.kind == "tiepoints"
+    assert len(by["bigearthnet_example_pypi"]) == 6
+    o, s = by["bigearthnet_example_pypi"][0].load()
+    assert o.count == 3 and s.dtype == "float32"
+    a = by["ossift_xym2009"][0]
+    np.testing.assert_allclose(a.gt.map([[0.0, 0.0]]), [[165.5, 133.0]])
+
+
+def test_benchmark_end_to_end(shared_data, tmp_path):
+    from osreg.eval.benchmark import BenchmarkConfig, run_benchmark
+
+    cfg = BenchmarkConfig(data_dir=str(shared_data), datasets=("osmnet_zhanghan9718",), methods=("sift", "cfog"),
+                          max_pairs=1, threads=1)
+    written = run_benchmark(cfg, tmp_path / "rep")
+    rows = list(csv.DictReader(open(written["per_pair_csv"])))
+    assert len(rows) == 4 and {r["protocol"] for r in rows} == {"aligned", "large-deformation"}
+    summary = json.loads(open(written["summary_json"]).read())
+    assert set(summary["summary"]) == {"sift/aligned", "sift/large-deformation", "cfog/aligned",
+                                       "cfog/large-deformation"}
+    text = open(written["summary_md"]).read()
+    assert "| cfog | 1 |" in text and "## large-deformation" in text
+    assert cv2.imread(written["plot"]) is not None
+    from osreg.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError):
+        run_benchmark(cfg, tmp_path / "rep")

