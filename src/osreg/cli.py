@@ -63,7 +63,8 @@ def _parse_bands(value: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated 1-based band numbers such as 4,3,2, got {value!r}")
+        msg = f"expected comma-separated 1-based band numbers such as 4,3,2, got {value!r}"
+        raise click.BadParameter(msg) from None
 
 
 def common_options(fn):
@@ -195,7 +196,8 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
 
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str),
-              default=lambda: os.environ.get("OSREG_DATA", "../shared/data"), show_default="$OSREG_DATA or ../shared/data",
+              default=lambda: os.environ.get("OSREG_DATA", "../shared/data"),
+              show_default="$OSREG_DATA or ../shared/data",
               help="Folder holding the benchmark datasets.")
 @click.option("--datasets", default="volkov_s1s2_10m,osmnet_zhanghan9718", show_default=True,
               help="Comma-separated dataset folders to use.")
@@ -207,7 +209,8 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
               help="Folder for the report (summary.md, per_pair.csv, summary.json, plot).")
 @click.option("--crop", type=click.IntRange(0), default=512, show_default=True,
               help="Centre crop side for larger images (0 = full images).")
-@click.option("--max-pairs", type=click.IntRange(0), default=0, help="Use at most this many pairs per dataset (0 = all).")
+@click.option("--max-pairs", type=click.IntRange(0), default=0,
+              help="Use at most this many pairs per dataset (0 = all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the deformations and estimators.")
 @click.option("--model", type=click.Choice(["similarity", "affine", "homography"]), default="affine", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")

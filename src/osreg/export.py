@@ -139,14 +139,19 @@ def tiepoint_rows(reg: Registration) -> list[dict[str, Any]]:
     return rows
 
 
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4f}" if math.isfinite(v) else "nan"
+    return v
+
+
 def _csv_text(rows: list[dict[str, Any]]) -> str:
     cols = ["id", "x_opt", "y_opt", "x_sar", "y_sar", "map_x", "map_y", "residual_px", "confidence", "inlier"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else ("nan" if isinstance(v, float) else v))
-                    for k, v in r.items()})
+        w.writerow({k: _csv_value(v) for k, v in r.items()})
     return buf.getvalue()
 
 

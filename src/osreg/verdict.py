@@ -177,7 +177,8 @@ def judge(
                 f"the images do not agree better at the estimated transform than 3 px away from it (alignment "
                 f"peak {peak:.3f}, at least {cfg.min_alignment_peak} needed)"
             )
-    conf = (1 - np.exp(-n_in / 20)) * min(1.0, cov / 0.3) * float(np.exp(-((rmse / 2.0) ** 2)) if np.isfinite(rmse) else 0)
+    fit_quality = float(np.exp(-((rmse / 2.0) ** 2))) if np.isfinite(rmse) else 0.0
+    conf = (1 - np.exp(-n_in / 20)) * min(1.0, cov / 0.3) * fit_quality
     if reasons:
         conf = min(conf, 0.49)
     return Verdict(not reasons, tuple(reasons), float(np.clip(conf, 0, 1)), float(cov), peak)

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import multiprocessing as mp
-import os
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ from osreg.eval.datasets import PairSpec, load_pairs
 from osreg.eval.deform import (centre_crop_box, crop_around, pair_seed, sample_deformation, translation,
                                warp_image)
 from osreg.eval.metrics import summarize, pair_metrics
-from osreg.geometry import GeometryConfig, apply_transform, estimate_transform
+from osreg.geometry import GeometryConfig, estimate_transform
 from osreg.io.atomic import atomic_output, check_can_write, write_text_atomic
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
 from osreg.verdict import judge
@@ -213,7 +212,7 @@ def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], paths: dict[s
             summaries[(m, proto)] = summarize(sel)
             for ds in cfg.datasets:
                 per_dataset[(m, proto, ds)] = summarize([r for r in sel if r["dataset"] == ds])
-    md = [f"# osreg benchmark\n",
+    md = ["# osreg benchmark\n",
           f"datasets: {', '.join(cfg.datasets)}; crop: {cfg.crop or 'none'}; model: {cfg.model}; seed: {cfg.seed}; "
           f"threads: {cfg.threads}\n",
           "Metrics are defined in `osreg.eval.metrics`. SR@k: registration error over a 10x10 grid <= k px. "

