@@ -136,7 +136,7 @@ def test_bad_input_exit_2_with_message(tmp_path, case):
         expect = "Error: optical image is 40x40 px; method 'cfog' needs at least 64x64 px"
     elif case == "method":
         extra = ["--method", "magic"]
-        expect = "Error: unknown method 'magic'; available methods: sift, aliked, disk, xfeat, cfog, rift"
+        expect = "Error: unknown method 'magic'; available methods: sift, aliked, disk, xfeat, cfog, rift, tar"
     else:
         opt = write_tif(tmp_path / "ms.tif", np.ones((5, 64, 64), np.uint16))
         expect = (f"Error: optical image {opt} has 5 bands; method 'cfog' takes one band, made from 1 band or 3 (RGB) "

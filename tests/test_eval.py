@@ -124,3 +124,16 @@ def test_benchmark_end_to_end(shared_data, tmp_path):
 
     with pytest.raises(OutputExistsError):
         run_benchmark(cfg, tmp_path / "rep")
+
+
+def test_method_specs():
+    from osreg.cli import _split_methods
+    from osreg.eval.benchmark import parse_method_spec
+
+    assert _split_methods("sift,tar[use_text=false,max_side=384],cfog") == ["sift", "tar[use_text=false,max_side=384]",
+                                                                           "cfog"]
+    assert parse_method_spec("tar[use_text=false,max_side=384,temperature=0.2]") == (
+        "tar", {"use_text": False, "max_side": 384, "temperature": 0.2})
+    assert parse_method_spec("cfog") == ("cfog", {})
+    with pytest.raises(InputError, match=r"bad option 'x' in method spec 'tar\[x\]'; expected key=value"):
+        parse_method_spec("tar[x]")

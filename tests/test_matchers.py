@@ -90,7 +90,7 @@ def test_too_small_message():
 
 def test_unknown_method_message():
     with pytest.raises(UnknownMethodError, match=r"^unknown method 'loftr'; available methods: sift, aliked, disk, "
-                                                 r"xfeat, cfog, rift$"):
+                                                 r"xfeat, cfog, rift, tar$"):
         create_matcher("loftr")
 
 
@@ -124,3 +124,12 @@ def test_missing_weights_error_names_where_it_looked(tmp_path):
     with pytest.raises(WeightsNotFoundError, match=r"looked in package 'no_such_pkg' \(not installed\)\. Install them "
                                                    r"with: pip install no-such-pkg"):
         resolve_weights(None, "no_such_pkg", "w.pt", "pip install no-such-pkg")
+
+
+def test_xfeat_lighterglue_option(demo_optical):
+    img1, A = rotated(demo_optical, 10, 1.0)
+    res = create_matcher("xfeat", matcher="lighterglue").match(demo_optical, img1)
+    est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="affine"))
+    assert est.n_inliers >= 50 and grid_error(est.H, A, demo_optical.shape[0]) < 1.5
+    with pytest.raises(InputError, match="xfeat matcher must be 'mnn' or 'lighterglue', got 'flann'"):
+        create_matcher("xfeat", matcher="flann")

@@ -129,6 +129,21 @@ def _config(method, model, sar_scale, despeckle, optical_bands, sar_band, thresh
     )
 
 
+def _split_methods(text: str) -> list[str]:
+    """Split "a,b[x=1,y=2],c" on the commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [m for m in out if m.strip()]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="osreg")
 def main() -> None:
@@ -202,7 +217,7 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
 @click.option("--datasets", default="volkov_s1s2_10m,osmnet_zhanghan9718", show_default=True,
               help="Comma-separated dataset folders to use.")
 @click.option("--methods", default="sift,aliked,disk,xfeat,cfog,rift", show_default=True,
-              help="Comma-separated matchers.")
+              help="Comma-separated matchers; options as name[key=value,...], e.g. tar[use_text=false].")
 @click.option("--protocol", "protocols", default="aligned,large-deformation", show_default=True,
               help="aligned, large-deformation, or both comma-separated.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
@@ -213,29 +228,62 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
               help="Use at most this many pairs per dataset (0 = all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the deformations and estimators.")
 @click.option("--model", type=click.Choice(["similarity", "affine", "homography"]), default="affine", show_default=True)
+@click.option("--split", type=click.Choice(["all", "val"]), default="all", show_default=True,
+              help="val: only the pairs held out from training (volkov's fixed 15 %; other datasets whole).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @common_options
 @_handle_errors
-def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, seed, model, overwrite,
+def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, seed, model, split, overwrite,
               verbose, quiet, threads):
     """Score matchers on datasets with ground truth; writes summary.md, per_pair.csv, summary.json and plots."""
-    from osreg.eval.benchmark import BenchmarkConfig, run_benchmark
+    from osreg.eval.benchmark import BenchmarkConfig, parse_method_spec, run_benchmark
     from osreg.matchers import resolve_method
 
     _setup(verbose, quiet, threads)
+    specs = [m.strip() for m in _split_methods(methods)]
+    for spec in specs:
+        resolve_method(parse_method_spec(spec)[0])
     cfg = BenchmarkConfig(
         data_dir=data_dir,
         datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()),
-        methods=tuple(resolve_method(m) for m in methods.split(",") if m.strip()),
+        methods=tuple(specs),
         protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()),
         crop=crop,
         max_pairs=max_pairs,
         seed=seed,
         model=model,
         threads=threads,
+        split=split,
     )
     written = run_benchmark(cfg, out_dir, overwrite=overwrite, progress=True)
     click.echo(Path(written["summary_md"]).read_text())
+
+
+@main.command()
+@click.option("--method", type=click.Choice(["tar"]), default="tar", show_default=True, help="Model to train.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str),
+              default=lambda: os.environ.get("OSREG_DATA", "../shared/data"),
+              show_default="$OSREG_DATA or ../shared/data", help="Folder holding the datasets.")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Run folder: checkpoints (last.pt), history.json, curves.png.")
+@click.option("--preset", default="default", show_default=True, help="Model preset (see TAR's PRESETS).")
+@click.option("--steps", type=click.IntRange(1), default=3000, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@common_options
+@_handle_errors
+def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, resume, verbose, quiet, threads):
+    """Train a learned matcher on the pairs of DATA (validation pairs held out, see osreg.train.data)."""
+    from osreg.train.train_tar import TrainConfig, train as run_training
+
+    _setup(verbose, quiet, threads)
+    if (Path(run_dir) / "last.pt").exists() and not resume:
+        raise OutputExistsError(f"{run_dir}/last.pt exists: pass --resume to continue that run, or choose another --out")
+    cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed)
+    path = run_training(data_dir, run_dir, cfg, resume=resume, threads=threads)
+    click.echo(str(path))
 
 
 @main.command()

@@ -53,8 +53,11 @@ class BenchmarkConfig:
     seed: int = 0
     model: str = "affine"
     threads: int = 2
+    split: str = "all"
 
     def __post_init__(self) -> None:
+        if self.split not in ("all", "val"):
+            raise InputError(f"unknown split {self.split!r}; expected all or val")
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad:
             raise InputError(f"unknown protocol {bad[0]!r}; expected one of {', '.join(PROTOCOLS)}")
@@ -100,6 +103,34 @@ def prepare_pair(spec: PairSpec, protocol: str, crop: int, seed: int) -> Prepare
 _WORKER: dict[str, Any] = {}  # the matcher of this worker process, built once by _init_worker
 
 
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name[key=value,key=value]`` -> (name, options); values are read as bool, int, float or str."""
+    spec = spec.strip()
+    if "[" not in spec:
+        return spec, {}
+    if not spec.endswith("]"):
+        raise InputError(f"bad method spec {spec!r}; expected name or name[key=value,...]")
+    name, body = spec[:-1].split("[", 1)
+    opts: dict[str, Any] = {}
+    for item in filter(None, body.split(",")):
+        if "=" not in item:
+            raise InputError(f"bad option {item!r} in method spec {spec!r}; expected key=value")
+        k, v = item.split("=", 1)
+        low = v.strip().lower()
+        val: Any = v.strip()
+        if low in ("true", "false"):
+            val = low == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    val = cast(v)
+                    break
+                except ValueError:
+                    pass
+        opts[k.strip()] = val
+    return name.strip(), opts
+
+
 def _init_worker(method: str, threads: int) -> None:
     import cv2
     import torch
@@ -108,14 +139,16 @@ def _init_worker(method: str, threads: int) -> None:
     cv2.setNumThreads(threads)
     from osreg.matchers import create_matcher
 
-    _WORKER["matcher"] = create_matcher(method)
+    name, opts = parse_method_spec(method)
+    _WORKER["matcher"] = create_matcher(name, **opts)
+    _WORKER["label"] = method
 
 
 def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> dict[str, Any]:
     spec = next(p for p in load_pairs(cfg.data_dir, [dataset]) if p.name == name)
     pp = prepare_pair(spec, protocol, cfg.crop, cfg.seed)
     matcher = _WORKER["matcher"]
-    row: dict[str, Any] = {"dataset": dataset, "pair": name, "protocol": protocol, "method": matcher.name,
+    row: dict[str, Any] = {"dataset": dataset, "pair": name, "protocol": protocol, "method": _WORKER["label"],
                            "rotation_deg": pp.rotation_deg, "scale": pp.scale, "error": ""}
     t = time.perf_counter()
     try:
@@ -144,6 +177,10 @@ def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, overwrite: bool = F
     paths = {k: out / v for k, v in REPORT_FILES.items()}
     check_can_write(paths.values(), overwrite)
     pairs = load_pairs(cfg.data_dir, cfg.datasets)
+    if cfg.split == "val":  # the pairs held out from training (osreg.train.data)
+        from osreg.train.data import volkov_split
+
+        pairs = [p for p in pairs if p.dataset != "volkov_s1s2_10m" or volkov_split(p.name + ".png") == "val"]
     if cfg.max_pairs:
         by_ds: dict[str, list[PairSpec]] = {}
         for p in pairs:
@@ -213,8 +250,8 @@ def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], paths: dict[s
             for ds in cfg.datasets:
                 per_dataset[(m, proto, ds)] = summarize([r for r in sel if r["dataset"] == ds])
     md = ["# osreg benchmark\n",
-          f"datasets: {', '.join(cfg.datasets)}; crop: {cfg.crop or 'none'}; model: {cfg.model}; seed: {cfg.seed}; "
-          f"threads: {cfg.threads}\n",
+          f"datasets: {', '.join(cfg.datasets)}; split: {cfg.split}; crop: {cfg.crop or 'none'}; model: {cfg.model}; "
+          f"seed: {cfg.seed}; threads: {cfg.threads}\n",
           "Metrics are defined in `osreg.eval.metrics`. SR@k: registration error over a 10x10 grid <= k px. "
           "FA: verdict 'good' with true error > 5 px (rate among accepted). s/pair: matching + robust fit, model "
           "loading excluded. peak MB: resident memory of the method's worker process.\n"]

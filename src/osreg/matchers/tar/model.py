@@ -1,0 +1,210 @@
+"""TAR network: MSFL (multi-scale features) -> TAFE (text-assisted enhancement) -> linear-attention transformer ->
+CFDM (coarse dual-softmax matching, fine expectation refinement).
+
+MSFL is pseudo-siamese: optical and SAR each get their own stem (their low-level statistics differ: texture and
+colour against speckle and layover), the deeper trunk and the feature pyramid are shared, so that both images
+are described in one feature space at 1/8 and 1/2 resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from osreg.matchers.tar.config import TARConfig
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(cin, cout, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(self.conv1(x)) + self.skip(x))
+
+
+class OrientedGradientInput(nn.Module):
+    """Fixed (untrained) input channels: the intensity and its CFOG channels (absolute oriented gradients,
+    smoothed, L2-normalised per pixel; see :func:`osreg.descriptors.oriented_gradient_channels`). They are
+    insensitive to the contrast reversals between optical and SAR, which lets a small network trained on a CPU
+    budget start from modality-robust evidence instead of learning it from raw pixels."""
+
+    def __init__(self, n_orientations: int = 8, sigma: float = 1.0) -> None:
+        super().__init__()
+        sob = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 8
+        self.register_buffer("sobel", torch.stack([sob, sob.t()])[:, None], persistent=False)
+        t = torch.arange(n_orientations) * math.pi / n_orientations
+        self.register_buffer("dirs", torch.stack([torch.cos(t), torch.sin(t)], 1), persistent=False)
+        r = int(3 * sigma)
+        g = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * sigma**2))
+        self.register_buffer("gauss", (g / g.sum())[None, None], persistent=False)
+        self.n = n_orientations
+
+    @property
+    def channels(self) -> int:
+        return 1 + self.n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.sobel)  # B, 2, H, W
+        o = torch.einsum("kc,bchw->bkhw", self.dirs, g).abs()
+        b, k, h, w = o.shape
+        r = self.gauss.shape[-1] // 2
+        o = o.reshape(b * k, 1, h, w)
+        o = F.conv2d(F.pad(o, (r, r, 0, 0), mode="replicate"), self.gauss[..., None, :])
+        o = F.conv2d(F.pad(o, (0, 0, r, r), mode="replicate"), self.gauss[..., :, None]).reshape(b, k, h, w)
+        o = 0.25 * o.roll(1, 1) + 0.5 * o + 0.25 * o.roll(-1, 1)
+        o = o / (o.norm(dim=1, keepdim=True) + 1e-3)
+        return torch.cat([x, o], 1)
+
+
+class MSFL(nn.Module):
+    """Multi-scale feature learning: modality stems (1/2), shared trunk (1/4, 1/8), FPN to 1/8 and 1/2."""
+
+    def __init__(self, cfg: TARConfig) -> None:
+        super().__init__()
+        c0 = cfg.stem_channels
+        c1, c2 = cfg.trunk_channels
+        self.inputs = OrientedGradientInput()
+        cin = self.inputs.channels
+        self.stems = nn.ModuleList([nn.Sequential(conv_bn(cin, c0, 2), conv_bn(c0, c0)) for _ in range(2)])
+        self.layer2 = nn.Sequential(ResBlock(c0, c1, 2), ResBlock(c1, c1))
+        self.layer3 = nn.Sequential(ResBlock(c1, c2, 2), ResBlock(c2, c2))
+        self.coarse_out = nn.Conv2d(c2, cfg.d_model, 1)
+        self.lat2 = nn.Conv2d(c1, c2, 1)
+        self.smooth2 = conv_bn(c2, c1)
+        self.lat1 = nn.Conv2d(c0, c1, 1)
+        self.fine_out = nn.Sequential(conv_bn(c1, c1), nn.Conv2d(c1, cfg.fine_dim, 1))
+
+    def forward(self, x: torch.Tensor, modality: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 1, H, W), H and W multiples of 8; modality 0 optical, 1 SAR. Returns (coarse, fine)."""
+        x1 = self.stems[modality](self.inputs(x))
+        x2 = self.layer2(x1)
+        x3 = self.layer3(x2)
+        coarse = self.coarse_out(x3)
+        up2 = self.smooth2(F.interpolate(x3, scale_factor=2.0, mode="bilinear", align_corners=False) + self.lat2(x2))
+        up1 = F.interpolate(up2, scale_factor=2.0, mode="bilinear", align_corners=False) + self.lat1(x1)
+        return coarse, self.fine_out(up1)
+
+
+def sine_position_encoding(d: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+    """LoFTR-style 2-D sinusoidal encoding, (d, h, w)."""
+    pe = torch.zeros(d, h, w, device=device)
+    y = torch.arange(h, device=device, dtype=torch.float32)[:, None].expand(h, w)
+    x = torch.arange(w, device=device, dtype=torch.float32)[None, :].expand(h, w)
+    div = torch.exp(torch.arange(0, d // 2, 2, device=device).float() * (-math.log(10000.0) / (d // 2)))[:, None, None]
+    pe[0::4] = torch.sin(x[None] * div)
+    pe[1::4] = torch.cos(x[None] * div)
+    pe[2::4] = torch.sin(y[None] * div)
+    pe[3::4] = torch.cos(y[None] * div)
+    return pe
+
+
+class TAFE(nn.Module):
+    """Text-assisted feature enhancement: coarse visual tokens attend to projected text descriptors; the result is
+    added through a learned gate (tanh, initialised at 0), so text can be switched off without changing weights."""
+
+    def __init__(self, cfg: TARConfig) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(cfg.text_dim, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.attn = nn.MultiheadAttention(cfg.d_model, cfg.n_heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model))
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, tokens: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, N, d), text (K, text_dim) -> enhanced tokens, attention over classes (B, N, K)."""
+        t = self.proj(text)[None].expand(tokens.shape[0], -1, -1)
+        a, w = self.attn(self.norm(tokens), t, t, need_weights=True)
+        return tokens + torch.tanh(self.gate) * self.mlp(a), w
+
+
+class LinearAttentionLayer(nn.Module):
+    """LoFTR encoder layer with linear attention (elu + 1 feature map)."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.h = heads
+        self.q, self.k, self.v = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+        self.merge = nn.Linear(d, d, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * d, 2 * d, bias=False), nn.ReLU(True), nn.Linear(2 * d, d, bias=False))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        q = F.elu(self.q(x).view(b, n, self.h, -1)) + 1
+        k = F.elu(self.k(src).view(b, src.shape[1], self.h, -1)) + 1
+        v = self.v(src).view(b, src.shape[1], self.h, -1)
+        if src_mask is not None:
+            k = k * src_mask[:, :, None, None]
+            v = v * src_mask[:, :, None, None]
+        length = src.shape[1]
+        v = v / length
+        kv = torch.einsum("bshd,bshv->bhdv", k, v)
+        z = 1.0 / (torch.einsum("bnhd,bhd->bnh", q, k.sum(1)) + 1e-6)
+        msg = torch.einsum("bnhd,bhdv,bnh->bnhv", q, kv, z) * length
+        msg = self.norm1(self.merge(msg.reshape(b, n, d)))
+        return x + self.norm2(self.mlp(torch.cat([x, msg], -1)))
+
+
+class TARModel(nn.Module):
+    """The full network. :meth:`forward` returns coarse features, the dual-softmax confidence matrix and fine maps;
+    :mod:`osreg.matchers.tar.matching` turns them into matches."""
+
+    def __init__(self, cfg: TARConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.msfl = MSFL(cfg)
+        self.tafe = TAFE(cfg)
+        self.layers = nn.ModuleList([LinearAttentionLayer(cfg.d_model, cfg.n_heads) for _ in cfg.layers])
+        self.fine_proj = nn.Conv2d(cfg.fine_dim, cfg.fine_dim, 1)
+
+    def encode(self, img0: torch.Tensor, img1: torch.Tensor):
+        c0, f0 = self.msfl(img0, 0)
+        c1, f1 = self.msfl(img1, 1)
+        return c0, f0, c1, f1
+
+    def forward(self, img0: torch.Tensor, img1: torch.Tensor, text: torch.Tensor | None,
+                mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None, use_text: bool | None = None
+                ) -> dict[str, torch.Tensor]:
+        """img0, img1: (B, 1, H, W) in [0, 1], sides multiples of 8; text: (K, text_dim) or None;
+        mask0/mask1: (B, H/8, W/8) bool valid coarse cells."""
+        cfg = self.cfg
+        use_text = cfg.use_text if use_text is None else use_text
+        c0, f0, c1, f1 = self.encode(img0, img1)
+        b, d, h0, w0 = c0.shape
+        h1, w1 = c1.shape[2:]
+        t0 = (c0 + sine_position_encoding(d, h0, w0, c0.device)[None]).flatten(2).transpose(1, 2)
+        t1 = (c1 + sine_position_encoding(d, h1, w1, c1.device)[None]).flatten(2).transpose(1, 2)
+        out: dict[str, torch.Tensor] = {}
+        if use_text and text is not None:
+            t0, out["text_attn0"] = self.tafe(t0, text)
+            t1, out["text_attn1"] = self.tafe(t1, text)
+        m0 = None if mask0 is None else mask0.flatten(1).float()
+        m1 = None if mask1 is None else mask1.flatten(1).float()
+        for kind, layer in zip(cfg.layers, self.layers):
+            if kind == "self":
+                t0, t1 = layer(t0, t0, m0), layer(t1, t1, m1)
+            else:
+                t0, t1 = layer(t0, t1, m1), layer(t1, t0, m0)
+        t0, t1 = t0 / d**0.5, t1 / d**0.5
+        sim = torch.einsum("bnd,bmd->bnm", t0, t1) / cfg.temperature
+        if m0 is not None:
+            sim = sim.masked_fill(~(m0[:, :, None].bool()), -1e4)
+        if m1 is not None:
+            sim = sim.masked_fill(~(m1[:, None, :].bool()), -1e4)
+        out["conf"] = F.softmax(sim, 1) * F.softmax(sim, 2)
+        out["fine0"] = self.fine_proj(f0)
+        out["fine1"] = self.fine_proj(f1)
+        out["coarse_shape0"] = torch.tensor([h0, w0])
+        out["coarse_shape1"] = torch.tensor([h1, w1])
+        return out

@@ -1,0 +1,1 @@
+"""Training code (kept apart from the models' inference modules)."""

@@ -1,0 +1,104 @@
+"""TAR: forward shapes, empty results, checkpoint round trip, a short training run, the shipped weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import DEMO_OPTICAL, textured
+from osreg.matchers.tar import TARMatcher, load_tar
+from osreg.matchers.tar.config import PRESETS, TARConfig
+from osreg.matchers.tar.model import TARModel
+from osreg.text import load_bank
+from osreg.train.train_tar import TrainConfig, save_checkpoint
+
+TINY = PRESETS["tiny"]
+
+
+def text():
+    return torch.from_numpy(load_bank().embeddings)
+
+
+def test_forward_shapes():
+    torch.manual_seed(0)
+    m = TARModel(TINY).eval()
+    with torch.inference_mode():
+        out = m(torch.rand(2, 1, 64, 96), torch.rand(2, 1, 80, 64), text())
+    assert out["conf"].shape == (2, 8 * 12, 10 * 8)
+    assert out["fine0"].shape == (2, TINY.fine_dim, 32, 48) and out["fine1"].shape == (2, TINY.fine_dim, 40, 32)
+    assert out["text_attn0"].shape == (2, 96, len(load_bank().names))
+    # dual softmax: every entry in [0, 1]
+    assert 0 <= float(out["conf"].min()) and float(out["conf"].max()) <= 1
+
+
+def test_text_switch_changes_only_through_the_gate():
+    torch.manual_seed(0)
+    m = TARModel(TINY).eval()
+    x, y = torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64)
+    with torch.inference_mode():
+        a = m(x, y, text(), use_text=True)["conf"]
+        b = m(x, y, text(), use_text=False)["conf"]
+        torch.testing.assert_close(a, b)  # gate initialised at 0: text has no effect before training
+        m.tafe.gate.fill_(1.0)
+        c = m(x, y, text(), use_text=True)["conf"]
+    assert not torch.allclose(a, c)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    m = TARModel(TINY)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, m, TINY, TrainConfig(preset="tiny"))
+    return path, m
+
+
+def test_checkpoint_round_trip(tiny_checkpoint):
+    path, m = tiny_checkpoint
+    loaded = load_tar(path)
+    assert loaded.cfg == TINY
+    for (k, v), (k2, v2) in zip(m.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    ck = torch.load(path, weights_only=False)
+    assert TARConfig.from_dict(ck["model_config"]) == TINY
+    # strict loading: a checkpoint that does not fit its config is refused
+    ck["model"].pop(next(iter(ck["model"])))
+    torch.save(ck, path)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_tar(path)
+
+
+def test_empty_images_give_empty_result(tiny_checkpoint):
+    path, _ = tiny_checkpoint
+    blank = np.zeros((128, 128), np.float32)
+    res = TARMatcher(weights=str(path)).match(blank, blank, np.zeros_like(blank, bool), np.zeros_like(blank, bool))
+    assert len(res) == 0 and res.keypoints0.shape == (0, 2) and res.confidence.shape == (0,)
+
+
+def test_short_training_lowers_the_loss(tmp_path):
+    from osreg.train.data import AugmentConfig, TrainPair
+    from osreg.train.train_tar import train
+
+    rng = np.random.default_rng(0)
+    pairs = []
+    for k in range(3):
+        opt = textured((160, 160), seed=k)
+        sar = np.clip(1 - opt + rng.normal(0, 0.05, opt.shape), 0, 1).astype(np.float32)  # contrast-reversed
+        pairs.append(TrainPair(f"s{k}", opt, sar, np.zeros(2), True))
+    cfg = TrainConfig(preset="tiny", steps=40, batch=2, lr=3e-3, checkpoint_every=40, val_every=40,
+                      augment=AugmentConfig(crop=96, max_rotation=10, max_scale=1.1))
+    last = train(None, str(tmp_path / "run"), cfg, threads=1, pairs=(pairs, pairs[:1]))
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())
+    first = np.mean([h["coarse"] for h in hist[:8]])
+    final = np.mean([h["coarse"] for h in hist[-8:]])
+    assert final < 0.8 * first, (first, final)
+    assert last.exists() and (tmp_path / "run" / "curves.png").exists()
+    # resume continues from the saved step
+    cfg2 = TrainConfig(**{**cfg.__dict__, "steps": 45})
+    train(None, str(tmp_path / "run"), cfg2, resume=True, threads=1, pairs=(pairs, pairs[:1]))
+    assert torch.load(last, weights_only=False)["step"] == 45
