@@ -137,3 +137,14 @@ def test_method_specs():
     assert parse_method_spec("cfog") == ("cfog", {})
     with pytest.raises(InputError, match=r"bad option 'x' in method spec 'tar\[x\]'; expected key=value"):
         parse_method_spec("tar[x]")
+
+
+def test_volkov_checked_ground_truth(shared_data):
+    ident = {p.name: p.gt for p in load_pairs(shared_data, ["volkov_s1s2_10m"])}
+    checked = {p.name: p.gt for p in load_pairs(shared_data, ["volkov_s1s2_10m"], volkov_gt="checked")}
+    # pair 188: four strong windows agree (spread 1.09 px) on (-1.00, 1.08) px (alignment_check.csv)
+    np.testing.assert_allclose(checked["188"].map([[100.0, 100.0]]), [[99.0, 101.08]])
+    np.testing.assert_allclose(ident["188"].map([[100.0, 100.0]]), [[100.0, 100.0]])
+    # fewer than four strong windows (140: 3) or inconclusive (214): the identity is kept
+    np.testing.assert_allclose(checked["140"].map([[10.0, 10.0]]), [[10.0, 10.0]])
+    np.testing.assert_allclose(checked["214"].map([[10.0, 10.0]]), [[10.0, 10.0]])

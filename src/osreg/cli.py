@@ -230,11 +230,14 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
 @click.option("--model", type=click.Choice(["similarity", "affine", "homography"]), default="affine", show_default=True)
 @click.option("--split", type=click.Choice(["all", "val"]), default="all", show_default=True,
               help="val: only the pairs held out from training (volkov's fixed 15 %; other datasets whole).")
+@click.option("--volkov-gt", type=click.Choice(["identity", "checked"]), default="identity", show_default=True,
+              help="volkov ground truth: the dataset's identity claim, or corrected by its independent alignment "
+                   "check where that check is consistent.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @common_options
 @_handle_errors
-def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, seed, model, split, overwrite,
-              verbose, quiet, threads):
+def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, seed, model, split, volkov_gt,
+              overwrite, verbose, quiet, threads):
     """Score matchers on datasets with ground truth; writes summary.md, per_pair.csv, summary.json and plots."""
     from osreg.eval.benchmark import BenchmarkConfig, parse_method_spec, run_benchmark
     from osreg.matchers import resolve_method
@@ -254,6 +257,7 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
         model=model,
         threads=threads,
         split=split,
+        volkov_gt=volkov_gt,
     )
     written = run_benchmark(cfg, out_dir, overwrite=overwrite, progress=True)
     click.echo(Path(written["summary_md"]).read_text())

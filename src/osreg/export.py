@@ -223,7 +223,7 @@ def quicklook(optical_u8: np.ndarray, sar_u8: np.ndarray, max_side: int = 1024) 
     tile = max(16, min(h, w) // 8)
     yy, xx = np.mgrid[:h, :w]
     board = np.where(((yy // tile) + (xx // tile)) % 2 == 0, optical_u8, sar_u8)
-    edges = cv2.Canny(cv2.GaussianBlur(optical_u8, (0, 0), 1.5), 40, 120) > 0
+    edges = cv2.Canny(cv2.GaussianBlur(optical_u8, (0, 0), 2.5), 60, 150) > 0
     overlay = cv2.cvtColor(sar_u8, cv2.COLOR_GRAY2BGR)
     overlay[edges] = (0, 0, 255)
     gap = np.full((h, 8, 3), 255, np.uint8)

@@ -54,6 +54,7 @@ class BenchmarkConfig:
     model: str = "affine"
     threads: int = 2
     split: str = "all"
+    volkov_gt: str = "identity"
 
     def __post_init__(self) -> None:
         if self.split not in ("all", "val"):
@@ -145,7 +146,7 @@ def _init_worker(method: str, threads: int) -> None:
 
 
 def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> dict[str, Any]:
-    spec = next(p for p in load_pairs(cfg.data_dir, [dataset]) if p.name == name)
+    spec = next(p for p in load_pairs(cfg.data_dir, [dataset], cfg.volkov_gt) if p.name == name)
     pp = prepare_pair(spec, protocol, cfg.crop, cfg.seed)
     matcher = _WORKER["matcher"]
     row: dict[str, Any] = {"dataset": dataset, "pair": name, "protocol": protocol, "method": _WORKER["label"],
@@ -166,6 +167,7 @@ def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> d
     row.update(pair_metrics(matches, est, pp.gt, pp.img0.shape[1], pp.img0.shape[0]))
     row["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     row["gt_note"] = pp.gt.note
+    row["H"] = json.dumps(None if est.H is None else np.round(est.H, 8).tolist())
     return row
 
 
@@ -176,7 +178,7 @@ def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, overwrite: bool = F
     out = Path(out_dir)
     paths = {k: out / v for k, v in REPORT_FILES.items()}
     check_can_write(paths.values(), overwrite)
-    pairs = load_pairs(cfg.data_dir, cfg.datasets)
+    pairs = load_pairs(cfg.data_dir, cfg.datasets, cfg.volkov_gt)
     if cfg.split == "val":  # the pairs held out from training (osreg.train.data)
         from osreg.train.data import volkov_split
 
@@ -250,7 +252,7 @@ def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], paths: dict[s
             for ds in cfg.datasets:
                 per_dataset[(m, proto, ds)] = summarize([r for r in sel if r["dataset"] == ds])
     md = ["# osreg benchmark\n",
-          f"datasets: {', '.join(cfg.datasets)}; split: {cfg.split}; crop: {cfg.crop or 'none'}; model: {cfg.model}; "
+          f"datasets: {', '.join(cfg.datasets)}; split: {cfg.split}; volkov ground truth: {cfg.volkov_gt}; crop: {cfg.crop or 'none'}; model: {cfg.model}; "
           f"seed: {cfg.seed}; threads: {cfg.threads}\n",
           "Metrics are defined in `osreg.eval.metrics`. SR@k: registration error over a 10x10 grid <= k px. "
           "FA: verdict 'good' with true error > 5 px (rate among accepted). s/pair: matching + robust fit, model "

@@ -100,18 +100,27 @@ def _pixel_space(r: Raster) -> Raster:
     return Raster(r.data, r.mask, None, None, r.nodata, r.path, r.descriptions)
 
 
-def _volkov(root: Path) -> list[PairSpec]:
+def _volkov(root: Path, ground_truth: str = "identity") -> list[PairSpec]:
+    """volkov_s1s2_10m. ``ground_truth``: "identity" (the dataset's claim) or "checked": pairs whose four windows
+    of the independent check agree (spread <= 1.5 px) get the measured translation SAR = optical + (dx, dy);
+    the others keep the identity."""
     d = root / "volkov_s1s2_10m"
-    flags = {}
+    rows = {}
     with open(d / "alignment_check.csv", newline="") as f:
         for row in csv.DictReader(f):
-            flags[row["pair"]] = row["flag"]
+            rows[row["pair"]] = row
     out = []
-    for name in sorted(flags):
+    for name in sorted(rows):
+        r = rows[name]
         o, s = d / "opt" / name, d / "sar" / name
-        note = f"identity claimed; independent check: {flags[name]} (ground truth good to ~3-5 px unless ok_<=1.5px)"
+        agree = r["n_strong_quadrants"] == "4" and float(r["quadrant_spread_px"]) <= 1.5
+        if ground_truth == "checked" and agree:
+            H = np.array([[1, 0, float(r["median_dx_px"])], [0, 1, float(r["median_dy_px"])], [0, 0, 1.0]])
+            gt = GroundTruth(H=H, note="translation from the independent alignment check (windows agree, ~1 px)")
+        else:
+            gt = _identity(f"identity claimed; independent check: {r['flag']} (good to ~3-5 px unless ok_<=1.5px)")
         out.append(PairSpec("volkov_s1s2_10m", name[:-4], lambda o=o, s=s: (read_raster(o, "optical"),
-                                                                             read_raster(s, "SAR")), _identity(note)))
+                                                                             read_raster(s, "SAR")), gt))
     return out
 
 
@@ -192,8 +201,9 @@ LOADERS: dict[str, Callable[[Path], list[PairSpec]]] = {
 }
 
 
-def load_pairs(data_dir: str | Path, datasets: list[str] | tuple[str, ...]) -> list[PairSpec]:
-    """All pairs of the named datasets.
+def load_pairs(data_dir: str | Path, datasets: list[str] | tuple[str, ...], volkov_gt: str = "identity"
+               ) -> list[PairSpec]:
+    """All pairs of the named datasets (``volkov_gt``: "identity" or "checked", see :func:`_volkov`).
 
     Raises:
         InputError: a dataset name osreg has no loader for, or a folder that is missing.
@@ -205,5 +215,7 @@ def load_pairs(data_dir: str | Path, datasets: list[str] | tuple[str, ...]) -> l
             raise InputError(f"unknown dataset {name!r}; known datasets: {', '.join(LOADERS)}")
         if not (root / name).is_dir():
             raise InputError(f"dataset folder not found: {root / name} (set --data or $OSREG_DATA)")
-        pairs.extend(LOADERS[name](root))
+        if volkov_gt not in ("identity", "checked"):
+            raise InputError(f"unknown volkov ground truth {volkov_gt!r}; expected identity or checked")
+        pairs.extend(_volkov(root, volkov_gt) if name == "volkov_s1s2_10m" else LOADERS[name](root))
     return pairs
