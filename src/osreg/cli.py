@@ -129,6 +129,12 @@ def _config(method, model, sar_scale, despeckle, optical_bands, sar_band, thresh
     )
 
 
+def _default_data_dir() -> Path:
+    from osreg.eval.datasets import default_data_dir
+
+    return default_data_dir()
+
+
 def _split_methods(text: str) -> list[str]:
     """Split "a,b[x=1,y=2],c" on the commas outside brackets."""
     out, depth, cur = [], 0, ""
@@ -211,8 +217,7 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
 
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str),
-              default=lambda: os.environ.get("OSREG_DATA", "../shared/data"),
-              show_default="$OSREG_DATA or ../shared/data",
+              default=lambda: str(_default_data_dir()), show_default="$OSREG_DATA, else ../shared/data",
               help="Folder holding the benchmark datasets.")
 @click.option("--datasets", default="volkov_s1s2_10m,osmnet_zhanghan9718", show_default=True,
               help="Comma-separated dataset folders to use.")
@@ -266,8 +271,8 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
 @main.command()
 @click.option("--method", type=click.Choice(["tar"]), default="tar", show_default=True, help="Model to train.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str),
-              default=lambda: os.environ.get("OSREG_DATA", "../shared/data"),
-              show_default="$OSREG_DATA or ../shared/data", help="Folder holding the datasets.")
+              default=lambda: str(_default_data_dir()), show_default="$OSREG_DATA, else ../shared/data",
+              help="Folder holding the datasets.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Run folder: checkpoints (last.pt), history.json, curves.png.")
 @click.option("--preset", default="default", show_default=True, help="Model preset (see TAR's PRESETS).")

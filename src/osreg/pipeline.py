@@ -16,7 +16,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from osreg.errors import InputError
 from osreg.geometry import Estimate, GeometryConfig, apply_transform, estimate_transform
 from osreg.io.georef import GridMapping, reproject_sar_to_optical_grid
 from osreg.io.raster import Raster, read_raster
@@ -223,5 +222,4 @@ __all__ = [
     "run_registration",
     "register_rasters",
     "residual_misregistration",
-    "InputError",
 ]

@@ -19,14 +19,14 @@ import math
 import multiprocessing as mp
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from osreg.errors import InputError
-from osreg.eval.datasets import PairSpec, load_pairs
+from osreg.eval.datasets import PairSpec, default_data_dir, load_pairs
 from osreg.eval.deform import (centre_crop_box, crop_around, pair_seed, sample_deformation, translation,
                                warp_image)
 from osreg.eval.metrics import summarize, pair_metrics
@@ -44,7 +44,7 @@ REPORT_FILES = {"summary_md": "summary.md", "per_pair_csv": "per_pair.csv", "sum
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    data_dir: str = "../shared/data"
+    data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     datasets: tuple[str, ...] = ("volkov_s1s2_10m", "osmnet_zhanghan9718")
     methods: tuple[str, ...] = ("sift", "aliked", "disk", "xfeat", "cfog", "rift")
     protocols: tuple[str, ...] = PROTOCOLS
@@ -304,10 +304,14 @@ def _plot(rows: list[dict[str, Any]], cfg: BenchmarkConfig, path: Path, overwrit
         rot = np.array([min(r["rotation_deg"] % 360, 360 - r["rotation_deg"] % 360) for r in sel])
         sc = np.array([abs(math.log2(r["scale"])) for r in sel])
         ok = np.array([r["reg_error"] <= 3 for r in sel])
+        aligned = [r["reg_error"] <= 3 for r in rows if r["protocol"] == "aligned" and r["method"] == m]
         for ax, x, bins in ((axes[0], rot, rot_bins), (axes[1], sc, scale_bins)):
             idx = np.digitize(x, bins) - 1
             sr = [ok[idx == i].mean() if (idx == i).any() else np.nan for i in range(len(bins) - 1)]
-            ax.plot((bins[:-1] + bins[1:]) / 2, 100 * np.array(sr), marker="o", label=m)
+            centres = list((bins[:-1] + bins[1:]) / 2)
+            if aligned:  # the undeformed pairs (aligned protocol) as the zero-strength point
+                centres, sr = [0.0] + centres, [float(np.mean(aligned))] + sr
+            ax.plot(centres, 100 * np.array(sr), marker="o", label=m)
     axes[0].set_xlabel("rotation magnitude (degrees)")
     axes[1].set_xlabel("|log2 scale|")
     for ax in axes:
@@ -315,7 +319,7 @@ def _plot(rows: list[dict[str, Any]], cfg: BenchmarkConfig, path: Path, overwrit
         ax.set_ylim(-5, 105)
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle("large-deformation protocol: success rate against deformation strength")
+    fig.suptitle("success rate against deformation strength (x = 0: aligned protocol; bins: large-deformation)")
     fig.tight_layout()
     with atomic_output(path, overwrite) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -191,7 +191,7 @@ class TARModel(nn.Module):
             t1, out["text_attn1"] = self.tafe(t1, text)
         m0 = None if mask0 is None else mask0.flatten(1).float()
         m1 = None if mask1 is None else mask1.flatten(1).float()
-        for kind, layer in zip(cfg.layers, self.layers):
+        for kind, layer in zip(cfg.layers, self.layers, strict=True):
             if kind == "self":
                 t0, t1 = layer(t0, t0, m0), layer(t1, t1, m1)
             else:
