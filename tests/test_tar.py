@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import textured
+
 from osreg.matchers.tar import TARMatcher, load_tar
 from osreg.matchers.tar.config import PRESETS, TARConfig
 from osreg.matchers.tar.model import TARModel
@@ -16,6 +16,7 @@ from osreg.text import load_bank
 from osreg.train.train_tar import TrainConfig, save_checkpoint
 
 TINY = PRESETS["tiny"]
+TOLERANCE_PX = 3.0  # shipped-weights test, see test_shipped_weights_recover_rotated_demo_case
 
 
 def text():
@@ -100,3 +101,39 @@ def test_short_training_lowers_the_loss(tmp_path):
     cfg2 = TrainConfig(**{**cfg.__dict__, "steps": 45})
     train(None, str(tmp_path / "run"), cfg2, resume=True, threads=1, pairs=(pairs, pairs[:1]))
     assert torch.load(last, weights_only=False)["step"] == 45
+
+
+def _demo_rotated_case(angle: float = 115.0, scale: float = 1.3):
+    """The committed demo pair (co-registered arrays, ~1 px) with the SAR turned and rescaled."""
+    import cv2
+    from conftest import DEMO_OPTICAL, DEMO_SAR
+
+    from osreg.eval.deform import canvas_size
+    from osreg.io.raster import read_raster
+    from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
+
+    opt = prepare_optical(read_raster(DEMO_OPTICAL, "optical"))
+    sar = prepare_sar(read_raster(DEMO_SAR, "SAR"), PreprocessConfig(sar_scale="display"))
+    n = opt.shape[0]
+    c = (n - 1) / 2
+    D = np.vstack([cv2.getRotationMatrix2D((c, c), angle, scale), [0, 0, 1]])
+    w, h = canvas_size(D, n, n)
+    D[:2, 2] += [(w - n) / 2, (h - n) / 2]
+    w, h = canvas_size(D, n, n)
+    warped = cv2.warpPerspective(sar, D, (w, h), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(np.ones_like(sar, np.uint8), D, (w, h), flags=cv2.INTER_NEAREST) > 0
+    return opt, warped, mask, D
+
+
+def test_shipped_weights_recover_rotated_demo_case():
+    """Shipped TAR, with its test-time search, registers the demo pair turned by 115 degrees and scaled by 1.3."""
+    from osreg.geometry import GeometryConfig, apply_transform, estimate_transform
+
+    opt, sar, mask, D = _demo_rotated_case()
+    res = TARMatcher().match(opt, sar, None, mask)
+    assert res.info["hypothesis"]["rotation"] in (90, 180)  # 115 degrees is nearest to 90 (then +-25 left)
+    est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="affine"))
+    g = np.stack(np.meshgrid(np.linspace(40, 340, 6), np.linspace(40, 340, 6)), -1).reshape(-1, 2)
+    err = np.linalg.norm(apply_transform(est.H, g) - apply_transform(D, g), axis=1)
+    # SAR pixels are 1.3x the optical ones here; the pair's own misalignment is ~1 px
+    assert np.median(err) < TOLERANCE_PX, err

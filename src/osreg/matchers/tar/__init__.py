@@ -93,14 +93,14 @@ class TARMatcher(Matcher):
         self.text = torch.from_numpy(load_bank(self.cfg.text_encoder).embeddings)
 
     @torch.inference_mode()
-    def _run(self, img0, mask0, img1, mask1, fine: bool):
+    def _run(self, img0, mask0, img1, mask1, fine: bool, features0: tuple | None = None):
         a0, m0 = _pad8(img0, mask0)
         a1, m1 = _pad8(img1, mask1)
         t0 = torch.from_numpy(a0)[None, None]
         t1 = torch.from_numpy(a1)[None, None]
         c0 = torch.nn.functional.avg_pool2d(torch.from_numpy(m0)[None, None].float(), 8)[:, 0] > 0.5
         c1 = torch.nn.functional.avg_pool2d(torch.from_numpy(m1)[None, None].float(), 8)[:, 0] > 0.5
-        out = self.model(t0, t1, self.text, c0, c1)
+        out = self.model(t0, t1, self.text, c0, c1, fine=fine, features0=features0)
         b, i, j, score = coarse_matches(out["conf"], self.cfg.coarse_threshold)
         h0, w0 = out["coarse_shape0"].tolist()
         h1, w1 = out["coarse_shape1"].tolist()
@@ -120,6 +120,8 @@ class TARMatcher(Matcher):
         similarity fit to its coarse matches."""
         s0 = min(1.0, self.cfg.search_side / max(img0.shape))
         i0, m0, _ = _resize(img0, mask0, s0)
+        with torch.inference_mode():  # the optical features are the same for every hypothesis
+            feats0 = self.model.msfl(torch.from_numpy(_pad8(i0, m0)[0])[None, None], 0, fine=False)
         results = []
         for rot in self.cfg.rotations:
             r1, rm1, _ = _rot90(img1, mask1, rot // 90)
@@ -127,7 +129,7 @@ class TARMatcher(Matcher):
                 i1, m1, _ = _resize(r1, rm1, s0 * sc)
                 if min(i1.shape) < 32:
                     continue
-                k0, k1, _ = self._run(i0, m0, i1, m1, fine=False)
+                k0, k1, _ = self._run(i0, m0, i1, m1, fine=False, features0=feats0)
                 est = estimate_transform(k0, k1, GeometryConfig(model="similarity", threshold_px=8.0))
                 results.append({"rotation": rot, "scale": sc, "inliers": est.n_inliers, "matches": len(k0)})
         return results

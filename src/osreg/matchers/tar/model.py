@@ -85,12 +85,14 @@ class MSFL(nn.Module):
         self.lat1 = nn.Conv2d(c0, c1, 1)
         self.fine_out = nn.Sequential(conv_bn(c1, c1), nn.Conv2d(c1, cfg.fine_dim, 1))
 
-    def forward(self, x: torch.Tensor, modality: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, 1, H, W), H and W multiples of 8; modality 0 optical, 1 SAR. Returns (coarse, fine)."""
+    def forward(self, x: torch.Tensor, modality: int, fine: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, 1, H, W), H and W multiples of 8; modality 0 optical, 1 SAR. Returns (coarse, fine or None)."""
         x1 = self.stems[modality](self.inputs(x))
         x2 = self.layer2(x1)
         x3 = self.layer3(x2)
         coarse = self.coarse_out(x3)
+        if not fine:
+            return coarse, None
         up2 = self.smooth2(F.interpolate(x3, scale_factor=2.0, mode="bilinear", align_corners=False) + self.lat2(x2))
         up1 = F.interpolate(up2, scale_factor=2.0, mode="bilinear", align_corners=False) + self.lat1(x1)
         return coarse, self.fine_out(up1)
@@ -168,19 +170,16 @@ class TARModel(nn.Module):
         self.layers = nn.ModuleList([LinearAttentionLayer(cfg.d_model, cfg.n_heads) for _ in cfg.layers])
         self.fine_proj = nn.Conv2d(cfg.fine_dim, cfg.fine_dim, 1)
 
-    def encode(self, img0: torch.Tensor, img1: torch.Tensor):
-        c0, f0 = self.msfl(img0, 0)
-        c1, f1 = self.msfl(img1, 1)
-        return c0, f0, c1, f1
-
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, text: torch.Tensor | None,
-                mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None, use_text: bool | None = None
-                ) -> dict[str, torch.Tensor]:
+                mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None, use_text: bool | None = None,
+                fine: bool = True, features0: tuple | None = None) -> dict[str, torch.Tensor]:
         """img0, img1: (B, 1, H, W) in [0, 1], sides multiples of 8; text: (K, text_dim) or None;
-        mask0/mask1: (B, H/8, W/8) bool valid coarse cells."""
+        mask0/mask1: (B, H/8, W/8) bool valid coarse cells; fine: also compute the fine maps;
+        features0: ``self.msfl(img0, 0, fine)`` computed beforehand (reused across SAR hypotheses)."""
         cfg = self.cfg
         use_text = cfg.use_text if use_text is None else use_text
-        c0, f0, c1, f1 = self.encode(img0, img1)
+        c0, f0 = features0 if features0 is not None else self.msfl(img0, 0, fine)
+        c1, f1 = self.msfl(img1, 1, fine)
         b, d, h0, w0 = c0.shape
         h1, w1 = c1.shape[2:]
         t0 = (c0 + sine_position_encoding(d, h0, w0, c0.device)[None]).flatten(2).transpose(1, 2)
@@ -203,8 +202,9 @@ class TARModel(nn.Module):
         if m1 is not None:
             sim = sim.masked_fill(~(m1[:, None, :].bool()), -1e4)
         out["conf"] = F.softmax(sim, 1) * F.softmax(sim, 2)
-        out["fine0"] = self.fine_proj(f0)
-        out["fine1"] = self.fine_proj(f1)
+        if fine:
+            out["fine0"] = self.fine_proj(f0)
+            out["fine1"] = self.fine_proj(f1)
         out["coarse_shape0"] = torch.tensor([h0, w0])
         out["coarse_shape1"] = torch.tensor([h1, w1])
         return out
