@@ -280,17 +280,21 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
 @click.option("--batch", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--blur", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Largest sigma (px) of the random Gaussian blur augmentation (0: none).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @common_options
 @_handle_errors
-def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, resume, verbose, quiet, threads):
+def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resume, verbose, quiet, threads):
     """Train a learned matcher on the pairs of DATA (validation pairs held out, see osreg.train.data)."""
     from osreg.train.train_tar import TrainConfig, train as run_training
 
     _setup(verbose, quiet, threads)
     if (Path(run_dir) / "last.pt").exists() and not resume:
         raise OutputExistsError(f"{run_dir}/last.pt exists: pass --resume to continue that run, or choose another --out")
-    cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed)
+    from osreg.train.data import AugmentConfig
+
+    cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed, augment=AugmentConfig(blur=blur))
     path = run_training(data_dir, run_dir, cfg, resume=resume, threads=threads)
     click.echo(str(path))
 

@@ -26,7 +26,7 @@ def pair_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**32)
 
 
-def sample_deformation(width: int, height: int, rng: np.random.Generator, max_perspective: float = 0.05
+def sample_deformation(width: int, height: int, rng: np.random.Generator, max_perspective: float = 0.02
                        ) -> Deformation:
     """Rotation uniform over the full circle, scale log-uniform in [0.5, 2], mild perspective.
 

@@ -32,13 +32,23 @@ def resize_to_max_side(img: np.ndarray, max_side: int | None) -> tuple[np.ndarra
     return out, out.shape[1] / w
 
 
+def resize_by(img: np.ndarray, s: float) -> tuple[np.ndarray, float]:
+    """Resize by a factor (area interpolation when shrinking); returns the image and the x scale applied."""
+    if s == 1.0:
+        return img, 1.0
+    h, w = img.shape[:2]
+    out = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return out, out.shape[1] / w
+
+
 class Matcher(abc.ABC):
     """Base class: input checks, working resolution, masks; subclasses implement :meth:`_match`.
 
     Attributes:
         name: the method name used on the command line.
         min_size: smallest image side (pixels, at working resolution) the method can work with.
-        max_side: images are downscaled so that their longer side is at most this (None: never).
+        max_side: the optical image is downscaled so that its longer side is at most this (None: never); the SAR
+            image is scaled by the same factor.
     """
 
     name: ClassVar[str] = ""
@@ -69,8 +79,10 @@ class Matcher(abc.ABC):
             if not isinstance(img, np.ndarray) or img.ndim != 2:
                 shape = getattr(img, "shape", type(img).__name__)
                 raise InputError(f"{self.name}: image{i} must be a 2-D (H, W) array, got {shape}")
+        # one scale factor for both images, set by the optical (reference) image, so that the relative scale of
+        # the pair is never changed by the working resolution
         small0, s0 = resize_to_max_side(image0.astype(np.float32, copy=False), self.max_side)
-        small1, s1 = resize_to_max_side(image1.astype(np.float32, copy=False), self.max_side)
+        small1, s1 = resize_by(image1.astype(np.float32, copy=False), s0)
         for role, img, orig in (("optical", small0, image0), ("SAR", small1, image1)):
             if min(img.shape) < self.min_size:
                 raise ImageTooSmallError(

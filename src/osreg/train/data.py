@@ -63,12 +63,14 @@ def load_volkov(data_dir: str | Path, split: str = "train") -> list[TrainPair]:
 @dataclass(frozen=True)
 class AugmentConfig:
     """Synthetic deformation of the SAR crop: rotation uniform in +-max_rotation, log-uniform scale in
-    [1/max_scale, max_scale], perspective moving corners by up to ``perspective`` of the size."""
+    [1/max_scale, max_scale], perspective moving corners by up to ``perspective`` of the size; with probability
+    1/2 each, a Gaussian blur of sigma up to ``blur`` px on either image (resampled images lose speckle detail)."""
 
     crop: int = 256
     max_rotation: float = 50.0
     max_scale: float = 1.6
     perspective: float = 0.05
+    blur: float = 0.0
 
 
 def random_homography(size: int, rng: np.random.Generator, cfg: AugmentConfig, strength: float = 1.0) -> np.ndarray:
@@ -105,4 +107,9 @@ def sample(pair: TrainPair, rng: np.random.Generator, cfg: AugmentConfig, streng
                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0) > 0
     if rng.random() < 0.5:  # photometric jitter of the optical (gamma)
         opt = np.clip(opt, 0, 1) ** rng.uniform(0.7, 1.4)
+    if cfg.blur > 0:
+        if rng.random() < 0.5:
+            sar = cv2.GaussianBlur(sar, (0, 0), rng.uniform(0.3, cfg.blur))
+        if rng.random() < 0.5:
+            opt = cv2.GaussianBlur(opt, (0, 0), rng.uniform(0.3, cfg.blur))
     return opt.astype(np.float32), sar.astype(np.float32), valid, H, pair.fine_ok

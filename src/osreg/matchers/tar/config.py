@@ -20,9 +20,11 @@ class TARConfig:
         temperature: dual-softmax temperature; coarse_threshold: smallest coarse confidence kept.
         fine_window: fine refinement window (fine pixels, odd).
         max_side: working resolution of inference.
-        rotations: test-time rotations of the SAR (degrees, multiples of 90) searched.
+        rotations: test-time rotations of the SAR (degrees, counter-clockwise on screen) searched; multiples of 90
+            are exact, others resample onto a canvas that holds the whole turned image.
         scales: test-time rescalings of the SAR searched.
         search_side: working resolution of the hypothesis search.
+        rectify_iterations: coarse passes that refine the rectification of the SAR before the fine pass.
     """
 
     stem_channels: int = 24
@@ -38,15 +40,14 @@ class TARConfig:
     coarse_threshold: float = 0.2
     fine_window: int = 7
     max_side: int = 512
-    rotations: tuple[int, ...] = (0, 90, 180, 270)
+    rotations: tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
     scales: tuple[float, ...] = (0.7, 1.0, 1.4)
-    search_side: int = 320
+    search_side: int = 256
+    rectify_iterations: int = 2
 
     def __post_init__(self) -> None:
         if self.fine_window % 2 == 0:
             raise InputError(f"fine_window must be odd, got {self.fine_window}")
-        if any(r % 90 for r in self.rotations):
-            raise InputError(f"test-time rotations must be multiples of 90 degrees, got {self.rotations}")
         if self.d_model % self.n_heads:
             raise InputError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
 
