@@ -175,6 +175,8 @@ class TARMatcher(Matcher):
         i1, m1, S = _resize(r1, rm1, best["scale"] if best else 1.0)
         T = S @ R  # original SAR px -> hypothesis px
         F = best["footprint"] if best and best["inliers"] >= MIN_SEARCH_INLIERS else None
+        if best and best["rotation"] % 360 == 0 and best["scale"] == 1.0:
+            F = None  # already in the optical frame: any resampling would only blur the SAR
         if F is not None:
             # rectify: resample the SAR into the optical frame (optical px -> hypothesis px is F), refine F on the
             # rectified pair at full resolution, and rectify again, so that the coarse-to-fine pass sees a nearly

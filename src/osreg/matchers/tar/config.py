@@ -37,7 +37,7 @@ class TARConfig:
     text_dim: int = 384
     use_text: bool = True
     temperature: float = 0.1
-    coarse_threshold: float = 0.2
+    coarse_threshold: float = 0.05
     fine_window: int = 7
     max_side: int = 512
     rotations: tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
