@@ -155,3 +155,13 @@ def test_band_selection_makes_multiband_usable(tmp_path):
     opt = write_tif(tmp_path / "five.tif", five, crs, t)
     res = run("register", opt, DEMO_SAR, "-o", tmp_path / "o", "--optical-bands", "1,2,3", "-q")
     assert res.exit_code == 0, res.stderr
+
+
+def test_match_with_tar_through_the_same_contract(tmp_path):
+    res = run("match", DEMO_OPTICAL, DEMO_SAR, "--method", "tar", "--out", tmp_path / "t.json", "-q", "--threads", "2")
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "t.json").read_text())
+    assert set(m) == {"keypoints0", "keypoints1", "confidence", "H", "time_s"}
+    assert len(m["keypoints0"]) == len(m["keypoints1"]) == len(m["confidence"]) > 30
+    d = np.array(m["keypoints1"]) - np.array(m["keypoints0"])
+    assert np.abs(np.median(d, axis=0)).max() < 2.0  # original SAR pixels: about the identity (demo truth)
