@@ -19,11 +19,11 @@ import torch
 
 from osreg.io.atomic import atomic_output, write_text_atomic
 from osreg.matchers.tar.config import PRESETS, TARConfig
-from osreg.matchers.tar.matching import coarse_matches, fine_refine
+from osreg.matchers.tar.matching import cell_centres, coarse_matches, fine_refine
 from osreg.matchers.tar.model import TARModel
 from osreg.text import load_bank
 from osreg.train.data import AugmentConfig, load_volkov, sample
-from osreg.train.losses import coarse_ground_truth, fine_loss, focal_loss
+from osreg.train.losses import apply_h, coarse_ground_truth, fine_loss, focal_loss
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +96,6 @@ def validate(model: TARModel, text, val_batches, cfg: TrainConfig) -> dict[str, 
         b, i, j, _ = coarse_matches(out["conf"], model.cfg.coarse_threshold)
         h0, w0 = out["coarse_shape0"].tolist()
         h1, w1 = out["coarse_shape1"].tolist()
-        from osreg.matchers.tar.matching import cell_centres
-        from osreg.train.losses import apply_h
-
         p0 = cell_centres(h0, w0)[i]
         qt = torch.stack([apply_h(H[bk:bk + 1], p0[k:k + 1])[0, 0] for k, bk in enumerate(b.tolist())]) \
             if len(b) else torch.zeros((0, 2))
