@@ -79,14 +79,17 @@ def alignment_peak(
 ) -> tuple[float, float]:
     """Sharpness of the dense similarity at a transform: similarity at H minus the best of 8 shifts around it.
 
-    The SAR image is warped onto the optical grid by H; similarity is the mean cosine similarity of the two
-    images' oriented-gradient channels over their common valid area. A true registration is a local maximum;
-    a wrong one is not special. Returns NaN when the overlap is too small to judge.
+    The SAR image is warped onto the optical grid by H; similarity is the mean over their common valid area of
+    the per-pixel correlation (across orientations) of the two images' oriented-gradient channels. A true
+    registration is a local maximum; a wrong one is not special.
+
+    Returns ``(similarity at H, similarity at H minus the best shifted one)``; NaNs when the overlap is too
+    small to judge.
     """
     h, w = image0.shape
     s = min(1.0, max_side / max(h, w))
     S = np.diag([s, s, 1.0])
-    Hs = np.diag([s, s, 1.0]) @ H @ np.linalg.inv(S) if s < 1 else H
+    Hs = S @ H @ np.linalg.inv(S)
     if s < 1:
         size = (max(1, round(w * s)), max(1, round(h * s)))
         image0 = cv2.resize(image0, size, interpolation=cv2.INTER_AREA)

@@ -23,7 +23,7 @@ from osreg.matchers.tar.matching import cell_centres, coarse_matches, fine_refin
 from osreg.matchers.tar.model import TARModel
 from osreg.text import load_bank
 from osreg.train.data import AugmentConfig, load_volkov, sample
-from osreg.train.losses import apply_h, coarse_ground_truth, fine_loss, focal_loss
+from osreg.train.losses import coarse_ground_truth, fine_loss, focal_loss
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ def validate(model: TARModel, text, val_batches, cfg: TrainConfig) -> dict[str, 
         h0, w0 = out["coarse_shape0"].tolist()
         h1, w1 = out["coarse_shape1"].tolist()
         p0 = cell_centres(h0, w0)[i]
-        qt = torch.stack([apply_h(H[bk:bk + 1], p0[k:k + 1])[0, 0] for k, bk in enumerate(b.tolist())]) \
-            if len(b) else torch.zeros((0, 2))
+        q = torch.einsum("nij,nj->ni", H[b], torch.cat([p0, torch.ones_like(p0[:, :1])], 1))
+        qt = q[:, :2] / q[:, 2:3]  # true position of each match's optical point under its sample's H
         xy0 = torch.stack([(i % w0) * 4 + 2, (i // w0) * 4 + 2], 1).float()
         xy1 = torch.stack([(j % w1) * 4 + 2, (j // w1) * 4 + 2], 1).float()
         off, _ = fine_refine(out["fine0"], out["fine1"], b, xy0, xy1, model.cfg.fine_window)
