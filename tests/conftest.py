@@ -58,3 +58,44 @@ def textured(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
 
 UTM33 = "EPSG:32633"
 UTM33_T = Affine(10.0, 0, 500000.0, 0, -10.0, 5200000.0)
+
+
+def demo_rotated_case(angle: float = 115.0, scale: float = 1.3):
+    """The committed demo pair (co-registered arrays, ~1 px) with the SAR turned and rescaled."""
+    import cv2
+
+    from osreg.eval.deform import canvas_size
+    from osreg.io.raster import read_raster
+    from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
+
+    opt = prepare_optical(read_raster(DEMO_OPTICAL, "optical"))
+    sar = prepare_sar(read_raster(DEMO_SAR, "SAR"), PreprocessConfig(sar_scale="display"))
+    n = opt.shape[0]
+    c = (n - 1) / 2
+    D = np.vstack([cv2.getRotationMatrix2D((c, c), angle, scale), [0, 0, 1]])
+    w, h = canvas_size(D, n, n)
+    D[:2, 2] += [(w - n) / 2, (h - n) / 2]
+    w, h = canvas_size(D, n, n)
+    warped = cv2.warpPerspective(sar, D, (w, h), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(np.ones_like(sar, np.uint8), D, (w, h), flags=cv2.INTER_NEAREST) > 0
+    return opt, warped, mask, D
+
+
+def grid_error(H, D):
+    from osreg.geometry import apply_transform
+
+    g = np.stack(np.meshgrid(np.linspace(40, 340, 6), np.linspace(40, 340, 6)), -1).reshape(-1, 2)
+    return np.linalg.norm(apply_transform(H, g) - apply_transform(D, g), axis=1)
+
+
+def synthetic_train_pairs(n: int = 3, size: int = 160) -> list:
+    """Training pairs of textured images and their contrast-reversed, noisy copies (exact ground truth)."""
+    from osreg.train.data import TrainPair
+
+    rng = np.random.default_rng(0)
+    pairs = []
+    for k in range(n):
+        opt = textured((size, size), seed=k)
+        sar = np.clip(1 - opt + rng.normal(0, 0.05, opt.shape), 0, 1).astype(np.float32)
+        pairs.append(TrainPair(f"s{k}", opt, sar, np.zeros(2), True))
+    return pairs

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-
 from conftest import DEMO_OPTICAL, DEMO_SAR, DEMO_SHIFT, textured, write_tif
+
 from osreg.cli import main
 from osreg.geometry import apply_transform
 
@@ -136,7 +136,8 @@ def test_bad_input_exit_2_with_message(tmp_path, case):
         expect = "Error: optical image is 40x40 px; method 'cfog' needs at least 64x64 px"
     elif case == "method":
         extra = ["--method", "magic"]
-        expect = "Error: unknown method 'magic'; available methods: sift, aliked, disk, xfeat, cfog, rift, tar"
+        expect = ("Error: unknown method 'magic'; available methods: sift, aliked, disk, xfeat, cfog, rift, tar, "
+                  "promptmid")
     else:
         opt = write_tif(tmp_path / "ms.tif", np.ones((5, 64, 64), np.uint16))
         expect = (f"Error: optical image {opt} has 5 bands; method 'cfog' takes one band, made from 1 band or 3 (RGB) "
@@ -157,12 +158,14 @@ def test_band_selection_makes_multiband_usable(tmp_path):
     assert res.exit_code == 0, res.stderr
 
 
-def test_match_with_tar_through_the_same_contract(tmp_path):
-    res = run("match", DEMO_OPTICAL, DEMO_SAR, "--method", "tar", "--out", tmp_path / "t.json", "-q", "--threads", "2")
+@pytest.mark.parametrize("method", ["tar", "promptmid[use_prompts=false]"])
+def test_match_with_learned_methods_through_the_same_contract(tmp_path, method):
+    res = run("match", DEMO_OPTICAL, DEMO_SAR, "--method", method, "--out", tmp_path / "t.json", "-q", "--threads",
+              "2")
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "t.json").read_text())
     assert set(m) == {"keypoints0", "keypoints1", "confidence", "H", "time_s"}
     assert len(m["keypoints0"]) == len(m["keypoints1"]) == len(m["confidence"]) > 30
-    # accuracy of the shipped weights is tested in test_tar.py; through the georeferenced starting guess the
-    # demo is not registered well enough by TAR (docs/benchmark.md), and H is then null, as the contract says
+    # accuracy of the shipped weights is tested in test_tar.py / test_promptmid.py; through the georeferenced
+    # starting guess the demo may not be registered well enough (docs/benchmark.md), and H is then null
     assert m["H"] is None or np.array(m["H"]).shape == (3, 3)

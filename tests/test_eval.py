@@ -9,8 +9,8 @@ import math
 import cv2
 import numpy as np
 import pytest
-
 from conftest import textured
+
 from osreg.errors import InputError
 from osreg.eval.datasets import GroundTruth, load_pairs
 from osreg.eval.deform import pair_seed, sample_deformation, warp_image
@@ -128,7 +128,7 @@ def test_benchmark_end_to_end(shared_data, tmp_path):
 
 def test_method_specs():
     from osreg.cli import _split_methods
-    from osreg.eval.benchmark import parse_method_spec
+    from osreg.matchers import parse_method_spec
 
     assert _split_methods("sift,tar[use_text=false,max_side=384],cfog") == ["sift", "tar[use_text=false,max_side=384]",
                                                                            "cfog"]

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from osreg.errors import InputError
-from osreg.geometry import GeometryConfig, apply_transform, decompose, estimate_transform, fit_similarity
+from osreg.geometry import (
+    GeometryConfig,
+    apply_transform,
+    decompose,
+    estimate_transform,
+    fit_similarity,
+)
 from osreg.types import MatchResult
 
 TRUE = {

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-
 from conftest import UTM33, UTM33_T, textured, write_tif
-from osreg.errors import InputError, NodataError, NoOverlapError, OutputExistsError, RasterReadError
+
+from osreg.errors import (
+    InputError,
+    NodataError,
+    NoOverlapError,
+    OutputExistsError,
+    RasterReadError,
+)
 from osreg.io.georef import reproject_sar_to_optical_grid
 from osreg.io.raster import read_raster, write_geotiff
 
@@ -100,7 +106,7 @@ def test_write_refuses_overwrite_and_leaves_no_temp(tmp_path):
 
 def test_reprojection_across_crs_and_pixel_size(tmp_path):
     """A SAR in WGS84 at another pixel size lands on the UTM optical grid where its content belongs."""
-    from rasterio.warp import calculate_default_transform, reproject, Resampling
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     opt = textured((120, 120), seed=1)
     o = read_raster(write_tif(tmp_path / "o.tif", opt, UTM33, UTM33_T), "optical")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from conftest import DEMO_OPTICAL, DEMO_SAR, DEMO_SHIFT
+
 from osreg.errors import ImageTooSmallError, InputError, UnknownMethodError
 from osreg.geometry import GeometryConfig, apply_transform, estimate_transform
 from osreg.io.raster import read_raster
@@ -90,7 +90,7 @@ def test_too_small_message():
 
 def test_unknown_method_message():
     with pytest.raises(UnknownMethodError, match=r"^unknown method 'loftr'; available methods: sift, aliked, disk, "
-                                                 r"xfeat, cfog, rift, tar$"):
+                                                 r"xfeat, cfog, rift, tar, promptmid$"):
         create_matcher("loftr")
 
 

@@ -7,8 +7,15 @@ import pytest
 
 from osreg.errors import BandCountError, InputError
 from osreg.io.raster import Raster
-from osreg.preprocess import (PreprocessConfig, detect_sar_scale, lee_filter, prepare_optical, prepare_sar,
-                              stretch, to_single_band)
+from osreg.preprocess import (
+    PreprocessConfig,
+    detect_sar_scale,
+    lee_filter,
+    prepare_optical,
+    prepare_sar,
+    stretch,
+    to_single_band,
+)
 
 
 def raster(data: np.ndarray) -> Raster:

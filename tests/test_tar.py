@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import textured
+from conftest import demo_rotated_case, grid_error, synthetic_train_pairs
 
 from osreg.matchers.tar import TARMatcher, load_tar
 from osreg.matchers.tar.config import PRESETS, TARConfig
 from osreg.matchers.tar.model import TARModel
 from osreg.text import load_bank
-from osreg.train.train_tar import TrainConfig, save_checkpoint
+from osreg.train.common import TrainConfig
+from osreg.train.train_tar import save_checkpoint
 
 TINY = PRESETS["tiny"]
 TOLERANCE_PX = 2.0  # shipped weights on the quarter-turned demo pair (measured median 1.05 px)
@@ -80,15 +81,10 @@ def test_empty_images_give_empty_result(tiny_checkpoint):
 
 
 def test_short_training_lowers_the_loss(tmp_path):
-    from osreg.train.data import AugmentConfig, TrainPair
+    from osreg.train.data import AugmentConfig
     from osreg.train.train_tar import train
 
-    rng = np.random.default_rng(0)
-    pairs = []
-    for k in range(3):
-        opt = textured((160, 160), seed=k)
-        sar = np.clip(1 - opt + rng.normal(0, 0.05, opt.shape), 0, 1).astype(np.float32)  # contrast-reversed
-        pairs.append(TrainPair(f"s{k}", opt, sar, np.zeros(2), True))
+    pairs = synthetic_train_pairs()
     cfg = TrainConfig(preset="tiny", steps=40, batch=2, lr=3e-3, checkpoint_every=40, val_every=40,
                       augment=AugmentConfig(crop=96, max_rotation=10, max_scale=1.1))
     last = train(None, str(tmp_path / "run"), cfg, threads=1, pairs=(pairs, pairs[:1]))
@@ -103,35 +99,6 @@ def test_short_training_lowers_the_loss(tmp_path):
     assert torch.load(last, weights_only=False)["step"] == 45
 
 
-def _demo_rotated_case(angle: float = 115.0, scale: float = 1.3):
-    """The committed demo pair (co-registered arrays, ~1 px) with the SAR turned and rescaled."""
-    import cv2
-    from conftest import DEMO_OPTICAL, DEMO_SAR
-
-    from osreg.eval.deform import canvas_size
-    from osreg.io.raster import read_raster
-    from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
-
-    opt = prepare_optical(read_raster(DEMO_OPTICAL, "optical"))
-    sar = prepare_sar(read_raster(DEMO_SAR, "SAR"), PreprocessConfig(sar_scale="display"))
-    n = opt.shape[0]
-    c = (n - 1) / 2
-    D = np.vstack([cv2.getRotationMatrix2D((c, c), angle, scale), [0, 0, 1]])
-    w, h = canvas_size(D, n, n)
-    D[:2, 2] += [(w - n) / 2, (h - n) / 2]
-    w, h = canvas_size(D, n, n)
-    warped = cv2.warpPerspective(sar, D, (w, h), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpPerspective(np.ones_like(sar, np.uint8), D, (w, h), flags=cv2.INTER_NEAREST) > 0
-    return opt, warped, mask, D
-
-
-def _grid_error(H, D):
-    from osreg.geometry import apply_transform
-
-    g = np.stack(np.meshgrid(np.linspace(40, 340, 6), np.linspace(40, 340, 6)), -1).reshape(-1, 2)
-    return np.linalg.norm(apply_transform(H, g) - apply_transform(D, g), axis=1)
-
-
 @pytest.fixture(scope="module")
 def shipped():
     return TARMatcher()
@@ -142,14 +109,14 @@ def test_shipped_weights_recover_quarter_turned_demo(shipped):
     the search finds the turn and the registration is within 2 px (the pair's own alignment is ~1 px;
     measured median 1.05 px)."""
     from osreg.geometry import GeometryConfig, estimate_transform
-    from osreg.matchers.tar import _rotate
+    from osreg.matchers.search import rotate_with_matrix
 
-    opt, sar, mask, D = _demo_rotated_case(0, 1.0)
-    s2, m2, R = _rotate(sar, mask, 270)
+    opt, sar, mask, D = demo_rotated_case(0, 1.0)
+    s2, m2, R = rotate_with_matrix(sar, mask, 270)
     res = shipped.match(opt, s2.copy(), None, m2.copy())
     assert res.info["hypothesis"]["rotation"] == 90
     est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
-    assert np.median(_grid_error(est.H, R @ D)) < TOLERANCE_PX
+    assert np.median(grid_error(est.H, R @ D)) < TOLERANCE_PX
 
 
 def test_shipped_weights_turned_and_scaled_demo(shipped):
@@ -158,9 +125,9 @@ def test_shipped_weights_turned_and_scaled_demo(shipped):
     after resampling the model loses much of its precision, see docs/tar.md."""
     from osreg.geometry import GeometryConfig, estimate_transform
 
-    opt, sar, mask, D = _demo_rotated_case(115.0, 1.3)
+    opt, sar, mask, D = demo_rotated_case(115.0, 1.3)
     res = shipped.match(opt, sar, None, mask)
     # the SAR was turned 115 degrees counter-clockwise: undoing it takes 245, nearest search steps 225 and 270
     assert res.info["hypothesis"]["rotation"] in (225, 270) and res.info["hypothesis"]["scale"] == 0.7
     est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
-    assert np.median(_grid_error(est.H, D)) < 12.0
+    assert np.median(grid_error(est.H, D)) < 12.0

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import click
 
-from osreg.errors import InputError, OsregError, OutputExistsError, RegistrationFailedError, WeightsNotFoundError
+from osreg.errors import (
+    InputError,
+    OsregError,
+    OutputExistsError,
+    RegistrationFailedError,
+    WeightsNotFoundError,
+)
 
 logger = logging.getLogger("osreg")
 
@@ -85,7 +91,8 @@ def pair_options(fn):
         click.argument("optical", type=click.Path(dir_okay=False, path_type=str)),
         click.argument("sar", type=click.Path(dir_okay=False, path_type=str)),
         click.option("--method", default="cfog", show_default=True,
-                     help="Matcher: sift, aliked, disk, xfeat, cfog, rift (see `osreg methods`)."),
+                     help="Matcher: cfog, rift, sift, aliked, disk, xfeat, tar, promptmid (see `osreg methods`); "
+                          "options as name[key=value,...], e.g. promptmid[sar_prior=sar2sar]."),
         click.option("--model", type=click.Choice(MODELS), default="affine", show_default=True,
                      help="Transform model fitted to the matches."),
         click.option("--sar-scale", type=click.Choice(SAR_SCALES), default="auto", show_default=True,
@@ -108,12 +115,12 @@ def pair_options(fn):
 
 def _config(method, model, sar_scale, despeckle, optical_bands, sar_band, threshold, seed, no_georef, search_radius):
     from osreg.geometry import GeometryConfig
-    from osreg.matchers import resolve_method
+    from osreg.matchers import parse_method_spec, resolve_method
     from osreg.pipeline import make_config
     from osreg.preprocess import PreprocessConfig
 
-    method = resolve_method(method)
-    options = {}
+    name, options = parse_method_spec(method)
+    method = resolve_method(name)
     if search_radius is not None:
         if method != "cfog":
             raise InputError(f"--search-radius applies to method cfog only, not {method}")
@@ -244,8 +251,8 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
 def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, seed, model, split, volkov_gt,
               overwrite, verbose, quiet, threads):
     """Score matchers on datasets with ground truth; writes summary.md, per_pair.csv, summary.json and plots."""
-    from osreg.eval.benchmark import BenchmarkConfig, parse_method_spec, run_benchmark
-    from osreg.matchers import resolve_method
+    from osreg.eval.benchmark import BenchmarkConfig, run_benchmark
+    from osreg.matchers import parse_method_spec, resolve_method
 
     _setup(verbose, quiet, threads)
     specs = [m.strip() for m in _split_methods(methods)]
@@ -269,13 +276,14 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
 
 
 @main.command()
-@click.option("--method", type=click.Choice(["tar"]), default="tar", show_default=True, help="Model to train.")
+@click.option("--method", type=click.Choice(["tar", "promptmid"]), default="tar", show_default=True,
+              help="Model to train (promptmid: only its aggregator learns; the extractors stay frozen).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str),
               default=lambda: str(_default_data_dir()), show_default="$OSREG_DATA, else ../shared/data",
               help="Folder holding the datasets.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Run folder: checkpoints (last.pt), history.json, curves.png.")
-@click.option("--preset", default="default", show_default=True, help="Model preset (see TAR's PRESETS).")
+@click.option("--preset", default="default", show_default=True, help="Model preset (PRESETS of the method's config module).")
 @click.option("--steps", type=click.IntRange(1), default=3000, show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -287,7 +295,12 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
 @_handle_errors
 def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resume, verbose, quiet, threads):
     """Train a learned matcher on the pairs of DATA (validation pairs held out, see osreg.train.data)."""
-    from osreg.train.train_tar import TrainConfig, train as run_training
+    from osreg.train.common import TrainConfig
+
+    if method == "promptmid":
+        from osreg.train.train_promptmid import train as run_training
+    else:
+        from osreg.train.train_tar import train as run_training
 
     _setup(verbose, quiet, threads)
     if (Path(run_dir) / "last.pt").exists() and not resume:

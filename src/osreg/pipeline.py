@@ -20,7 +20,12 @@ from osreg.geometry import Estimate, GeometryConfig, apply_transform, estimate_t
 from osreg.io.georef import GridMapping, reproject_sar_to_optical_grid
 from osreg.io.raster import Raster, read_raster
 from osreg.matchers import Matcher, create_matcher
-from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar, resolve_sar_scale
+from osreg.preprocess import (
+    PreprocessConfig,
+    prepare_optical,
+    prepare_sar,
+    resolve_sar_scale,
+)
 from osreg.types import MatchResult
 from osreg.verdict import Verdict, VerdictConfig, judge
 
@@ -219,7 +224,7 @@ __all__ = [
     "RegisterConfig",
     "Registration",
     "make_config",
-    "run_registration",
     "register_rasters",
     "residual_misregistration",
+    "run_registration",
 ]

@@ -117,8 +117,9 @@ def lee_filter(img: np.ndarray, size: int = 7, looks: float = 4.0) -> np.ndarray
     return (mean + weight * (img - mean)).astype(np.float32)
 
 
-def _sar2sar_log_amplitude(amplitude: np.ndarray, weights: str | Path | None = None) -> np.ndarray:
-    """Despeckle with SAR2SAR (deepdespeckling); returns natural-log amplitude."""
+def sar2sar_normalised(x: np.ndarray, weights: str | Path | None = None) -> np.ndarray:
+    """Run the SAR2SAR despeckler (deepdespeckling) on a normalised log-amplitude image (its training scale: 0 and 1
+    are natural-log amplitudes -1.43 and 10.09); returns the despeckled image on the same scale."""
     import torch
 
     spec = importlib.util.find_spec("deepdespeckling")
@@ -132,19 +133,27 @@ def _sar2sar_log_amplitude(amplitude: np.ndarray, weights: str | Path | None = N
         raise WeightsNotFoundError(f"SAR2SAR weights not found; looked at {path}")
     from deepdespeckling.model import Model  # torch-only module of the package
 
-    # normalisation constants of deepdespeckling (utils/constants.py)
-    big_m, small_m = 10.089038980848645, -1.429329123112601
-    h, w = amplitude.shape
+    h, w = x.shape
     ph, pw = (-h) % 32, (-w) % 32
-    a = np.pad(amplitude.astype(np.float32), ((0, ph), (0, pw)), mode="reflect")
-    x = (np.log(np.clip(a, 0, None) + 1e-6) - small_m) / (big_m - small_m)
+    a = np.pad(x.astype(np.float32), ((0, ph), (0, pw)), mode="reflect")
     model = Model("cpu", a.shape[0], a.shape[1])
     state = torch.load(path, map_location="cpu", weights_only=False)["model_state_dict"]
     model.load_state_dict(state, strict=True)
     model.eval()
     with torch.inference_mode():
-        out = model(torch.from_numpy(x.astype(np.float32))).numpy().reshape(a.shape)
-    return (out * (big_m - small_m) + small_m)[:h, :w].astype(np.float32)
+        out = model(torch.from_numpy(a)).numpy().reshape(a.shape)
+    return out[:h, :w].astype(np.float32)
+
+
+# normalisation constants of deepdespeckling (utils/constants.py): natural-log amplitude range of its training data
+_SAR2SAR_MAX, _SAR2SAR_MIN = 10.089038980848645, -1.429329123112601
+
+
+def _sar2sar_log_amplitude(amplitude: np.ndarray, weights: str | Path | None = None) -> np.ndarray:
+    """Despeckle with SAR2SAR (deepdespeckling); returns natural-log amplitude."""
+    span = _SAR2SAR_MAX - _SAR2SAR_MIN
+    x = (np.log(np.clip(amplitude.astype(np.float32), 0, None) + 1e-6) - _SAR2SAR_MIN) / span
+    return sar2sar_normalised(x, weights) * span + _SAR2SAR_MIN
 
 
 def stretch(img: np.ndarray, mask: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:

@@ -46,15 +46,15 @@ class MatchResult:
         return len(self.keypoints0)
 
     @classmethod
-    def empty(cls, **info) -> "MatchResult":
+    def empty(cls, **info) -> MatchResult:
         """A correctly shaped result with no match."""
         return cls(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), dict(info))
 
-    def subset(self, keep: np.ndarray) -> "MatchResult":
+    def subset(self, keep: np.ndarray) -> MatchResult:
         """The matches selected by a boolean mask or index array."""
         return MatchResult(self.keypoints0[keep], self.keypoints1[keep], self.confidence[keep], dict(self.info))
 
-    def scaled(self, scale0: float, scale1: float) -> "MatchResult":
+    def scaled(self, scale0: float, scale1: float) -> MatchResult:
         """Map coordinates found on images resized by ``scale`` back to the original pixel grid.
 
         With pixel centres at integers, a pixel ``x_s`` of an image resized by ``s`` lies at

@@ -27,9 +27,15 @@ import numpy as np
 
 from osreg.errors import InputError
 from osreg.eval.datasets import PairSpec, default_data_dir, load_pairs
-from osreg.eval.deform import (centre_crop_box, crop_around, pair_seed, sample_deformation, translation,
-                               warp_image)
-from osreg.eval.metrics import summarize, pair_metrics
+from osreg.eval.deform import (
+    centre_crop_box,
+    crop_around,
+    pair_seed,
+    sample_deformation,
+    translation,
+    warp_image,
+)
+from osreg.eval.metrics import pair_metrics, summarize
 from osreg.geometry import GeometryConfig, estimate_transform
 from osreg.io.atomic import atomic_output, check_can_write, write_text_atomic
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
@@ -104,32 +110,6 @@ def prepare_pair(spec: PairSpec, protocol: str, crop: int, seed: int) -> Prepare
 _WORKER: dict[str, Any] = {}  # the matcher of this worker process, built once by _init_worker
 
 
-def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``name`` or ``name[key=value,key=value]`` -> (name, options); values are read as bool, int, float or str."""
-    spec = spec.strip()
-    if "[" not in spec:
-        return spec, {}
-    if not spec.endswith("]"):
-        raise InputError(f"bad method spec {spec!r}; expected name or name[key=value,...]")
-    name, body = spec[:-1].split("[", 1)
-    opts: dict[str, Any] = {}
-    for item in filter(None, body.split(",")):
-        if "=" not in item:
-            raise InputError(f"bad option {item!r} in method spec {spec!r}; expected key=value")
-        k, v = item.split("=", 1)
-        low = v.strip().lower()
-        val: Any = v.strip()
-        if low in ("true", "false"):
-            val = low == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    val = cast(v)
-                    break
-                except ValueError:
-                    pass
-        opts[k.strip()] = val
-    return name.strip(), opts
 
 
 def _init_worker(method: str, threads: int) -> None:
@@ -138,7 +118,7 @@ def _init_worker(method: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    from osreg.matchers import create_matcher
+    from osreg.matchers import create_matcher, parse_method_spec
 
     name, opts = parse_method_spec(method)
     _WORKER["matcher"] = create_matcher(name, **opts)

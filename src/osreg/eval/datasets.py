@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class GroundTruth:
             return self.points0
         return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float)
 
-    def composed(self, before: np.ndarray | None = None, after: np.ndarray | None = None) -> "GroundTruth":
+    def composed(self, before: np.ndarray | None = None, after: np.ndarray | None = None) -> GroundTruth:
         """Ground truth of the pair after the optical is transformed by ``before`` (old px -> new px) and the
         SAR by ``after`` (old px -> new px)."""
         b = np.eye(3) if before is None else before

@@ -3,4 +3,4 @@
 from osreg.io.atomic import atomic_output, check_can_write
 from osreg.io.raster import Raster, read_raster, write_geotiff
 
-__all__ = ["Raster", "read_raster", "write_geotiff", "atomic_output", "check_can_write"]
+__all__ = ["Raster", "atomic_output", "check_can_write", "read_raster", "write_geotiff"]

@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from rasterio.warp import Resampling, reproject, transform as warp_transform, transform_bounds
+from rasterio.warp import Resampling, reproject, transform_bounds
+from rasterio.warp import transform as warp_transform
 
 from osreg.errors import NoOverlapError
 from osreg.io.raster import Raster

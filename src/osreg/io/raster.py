@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -215,12 +215,11 @@ def write_geotiff(
     if nodata is not None:
         profile["nodata"] = nodata
     final = Path(path)
-    with atomic_output(final, overwrite) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(tmp, "w", **profile) as dst:
-                dst.write(arr)
-                if descriptions:
-                    for i, d in enumerate(descriptions, start=1):
-                        dst.set_band_description(i, d)
+    with atomic_output(final, overwrite) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(arr)
+            if descriptions:
+                for i, d in enumerate(descriptions, start=1):
+                    dst.set_band_description(i, d)
     return final

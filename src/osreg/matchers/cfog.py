@@ -136,5 +136,5 @@ class CFOGMatcher(Matcher):
             conf.append(c)
         if not k0:
             return MatchResult.empty(n_templates=len(pts))
-        info = {"n_templates": int(len(pts)), "config": asdict(cfg)}
+        info = {"n_templates": len(pts), "config": asdict(cfg)}
         return MatchResult(np.array(k0, float), np.array(k1, float), np.clip(np.array(conf), 0, 1), info)

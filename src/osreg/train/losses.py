@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from osreg.matchers.tar.matching import cell_centres
+from osreg.matchers.dense import cell_centres, coarse_matches, fine_refine
 
 
 def apply_h(H: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -52,3 +52,37 @@ def fine_loss(pred: torch.Tensor, std: torch.Tensor, target: torch.Tensor) -> to
     w = 1.0 / std.detach().clamp(min=1e-3)
     w = w / w.mean()
     return (w * ((pred - target) ** 2).sum(-1)).mean()
+
+
+def _fine_xy(idx: torch.Tensor, w: int) -> torch.Tensor:
+    """Fine-pixel position (x, y) of coarse cells given by flat index on a grid w cells wide."""
+    return torch.stack([(idx % w) * 4 + 2, (idx // w) * 4 + 2], 1).float()
+
+
+def supervised_fine_loss(fine0, fine1, b, i, j, q, fine_ok: torch.Tensor, w0: int, w1: int, window: int,
+                         max_n: int, gen: torch.Generator) -> torch.Tensor:
+    """Fine loss at the true coarse matches (b, i, j, true position q) of the batch items whose sub-pixel ground
+    truth is trusted (``fine_ok``), at most ``max_n`` of them, where the truth lies inside the refinement window."""
+    sel = torch.nonzero(fine_ok[b]).squeeze(1)
+    if len(sel) == 0:
+        return fine0.sum() * 0
+    if len(sel) > max_n:
+        sel = sel[torch.randperm(len(sel), generator=gen)[:max_n]]
+    xy0, xy1 = _fine_xy(i[sel], w0), _fine_xy(j[sel], w1)
+    target = (q[sel] - 0.5) / 2 - xy1
+    inwin = (target.abs() <= window // 2).all(1)
+    pred, std = fine_refine(fine0, fine1, b[sel][inwin], xy0[inwin], xy1[inwin], window)
+    return fine_loss(pred, std, target[inwin])
+
+
+@torch.no_grad()
+def match_errors(conf, fine0, fine1, H: torch.Tensor, shape0: tuple[int, int], shape1: tuple[int, int],
+                 threshold: float, window: int) -> torch.Tensor:
+    """True error (image px) of every predicted, fine-refined match of a batch under its samples' homographies."""
+    b, i, j, _ = coarse_matches(conf, threshold)
+    p0 = cell_centres(*shape0)[i]
+    q = torch.einsum("nij,nj->ni", H[b], torch.cat([p0, torch.ones_like(p0[:, :1])], 1))
+    qt = q[:, :2] / q[:, 2:3]  # true position of each match's optical point under its sample's H
+    xy1 = _fine_xy(j, shape1[1])
+    off, _ = fine_refine(fine0, fine1, b, _fine_xy(i, shape0[1]), xy1, window)
+    return ((xy1 + off) * 2 + 0.5 - qt).norm(dim=1)

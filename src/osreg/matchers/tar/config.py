@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from osreg.errors import InputError
+from osreg.matchers.search import SearchConfig
 
 
 @dataclass(frozen=True)
-class TARConfig:
+class TARConfig(SearchConfig):
     """Model and inference settings of TAR.
 
     Attributes:
@@ -19,12 +20,8 @@ class TARConfig:
         use_text: inject text descriptors (False: the TAFE ablation, same weights, gated residual skipped).
         temperature: dual-softmax temperature; coarse_threshold: smallest coarse confidence kept.
         fine_window: fine refinement window (fine pixels, odd).
-        max_side: working resolution of inference.
-        rotations: test-time rotations of the SAR (degrees, counter-clockwise on screen) searched; multiples of 90
-            are exact, others resample onto a canvas that holds the whole turned image.
-        scales: test-time rescalings of the SAR searched.
-        search_side: working resolution of the hypothesis search.
-        rectify_iterations: coarse passes that refine the rectification of the SAR before the fine pass.
+        max_side, rotations, scales, search_side, rectify_iterations: see
+            :class:`~osreg.matchers.search.SearchConfig`.
     """
 
     stem_channels: int = 24
@@ -39,29 +36,13 @@ class TARConfig:
     temperature: float = 0.1
     coarse_threshold: float = 0.05
     fine_window: int = 7
-    max_side: int = 512
-    rotations: tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
-    scales: tuple[float, ...] = (0.7, 1.0, 1.4)
-    search_side: int = 256
-    rectify_iterations: int = 2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.fine_window % 2 == 0:
             raise InputError(f"fine_window must be odd, got {self.fine_window}")
         if self.d_model % self.n_heads:
             raise InputError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TARConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise InputError(f"unknown TAR config fields {sorted(unknown)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
 
 
 PRESETS: dict[str, TARConfig] = {

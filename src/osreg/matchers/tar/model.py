@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from osreg.matchers.tar.config import TARConfig
 
@@ -160,7 +160,7 @@ class LinearAttentionLayer(nn.Module):
 
 class TARModel(nn.Module):
     """The full network. :meth:`forward` returns coarse features, the dual-softmax confidence matrix and fine maps;
-    :mod:`osreg.matchers.tar.matching` turns them into matches."""
+    :mod:`osreg.matchers.dense` turns them into matches."""
 
     def __init__(self, cfg: TARConfig) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
-"""CFDM: coarse matches from the dual-softmax confidence (mutual nearest neighbours above a threshold), refined
-on the 1/2 features by the expectation of a correlation softmax in a local window (sub-pixel, with a spread that
-serves as uncertainty).
+"""Dense coarse-to-fine matching shared by TAR and PromptMID (CFDM): coarse matches from a dual-softmax confidence
+(mutual nearest neighbours above a threshold) on 1/8 cells, refined on 1/2 features by the expectation of a
+correlation softmax in a local window (sub-pixel, with a spread that serves as uncertainty).
 
 Coordinates: coarse cell (i, j) is represented by fine pixel (4i + 2, 4j + 2), whose centre is image pixel
 (8j + 4.5, 8i + 4.5) (pixel centres at integers).
@@ -72,3 +72,24 @@ def fine_refine(fine0: torch.Tensor, fine1: torch.Tensor, b: torch.Tensor, xy0_f
     mean = heat @ offs
     var = (heat[..., None] * (offs[None] - mean[:, None]) ** 2).sum(1).sum(-1)
     return mean, var.clamp(min=1e-10).sqrt()
+
+
+def dense_matches(conf: torch.Tensor, coarse_shape0: tuple[int, int], coarse_shape1: tuple[int, int],
+                  threshold: float, image_shape0: tuple[int, int], image_shape1: tuple[int, int],
+                  fine0: torch.Tensor | None = None, fine1: torch.Tensor | None = None, fine_window: int = 7):
+    """Matches of one image pair from its (1, N0, N1) coarse confidence, refined on the 1/2 maps when given.
+
+    Returns numpy ``(keypoints0 (N, 2), keypoints1 (N, 2), score (N,))`` in image pixels, restricted to points
+    inside both (unpadded) images.
+    """
+    b, i, j, score = coarse_matches(conf, threshold)
+    k0 = cell_centres(*coarse_shape0, conf.device)[i]
+    k1 = cell_centres(*coarse_shape1, conf.device)[j]
+    if fine0 is not None and fine1 is not None and len(b):
+        xy0 = (k0 - 0.5) / 2
+        xy1 = (k1 - 0.5) / 2
+        off, _ = fine_refine(fine0, fine1, b, xy0, xy1, fine_window)
+        k1 = (xy1 + off) * 2 + 0.5
+    keep = (k0[:, 0] < image_shape0[1]) & (k0[:, 1] < image_shape0[0]) & (k1[:, 0] < image_shape1[1]) & \
+        (k1[:, 1] < image_shape1[0])
+    return k0[keep].double().numpy(), k1[keep].double().numpy(), score[keep].double().numpy()

@@ -1,0 +1,192 @@
+"""Test-time search over rotations and scales, and rectification, shared by the dense matchers (TAR, PromptMID).
+
+Dense matchers built on CNN features are not rotation invariant. :class:`SearchMatcher` turns the SAR through a set
+of (rotation, scale) hypotheses at a low working resolution, keeps the hypothesis with the most geometrically
+consistent coarse matches, resamples the SAR into the optical frame with it (one cubic warp of the input SAR,
+refined by a few coarse passes), and runs the full matcher on the rectified pair. Matches are mapped back to the
+input SAR's pixels.
+
+Subclasses hold a :class:`SearchConfig` (or a subclass) as ``self.cfg`` and implement :meth:`SearchMatcher._coarse`, :meth:`SearchMatcher._final` and, optionally,
+:meth:`SearchMatcher._optical_features` (features of the optical image reused by every hypothesis).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from osreg.configs import DictConfig
+from osreg.errors import InputError
+from osreg.geometry import GeometryConfig, apply_transform, estimate_transform
+from osreg.matchers.base import Matcher
+from osreg.types import MatchResult
+
+logger = logging.getLogger(__name__)
+
+MIN_SEARCH_INLIERS = 8  # a search hypothesis needs this many coarse inliers to rectify the SAR
+
+Matches = tuple[np.ndarray, np.ndarray, np.ndarray]  # keypoints0 (N, 2), keypoints1 (N, 2), confidence (N,)
+
+
+@dataclass(frozen=True)
+class SearchConfig(DictConfig):
+    """Working resolution and test-time search settings shared by the dense matchers' configs.
+
+    Attributes:
+        max_side: working resolution of inference.
+        rotations: test-time rotations of the SAR (degrees, counter-clockwise on screen) searched; multiples of 90
+            are exact, others resample onto a canvas that holds the whole turned image.
+        scales: test-time rescalings of the SAR searched.
+        search_side: working resolution of the hypothesis search.
+        rectify_iterations: coarse passes that refine the rectification of the SAR before the final pass.
+    """
+
+    max_side: int = 512
+    rotations: tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
+    scales: tuple[float, ...] = (0.7, 1.0, 1.4)
+    search_side: int = 256
+    rectify_iterations: int = 2
+
+    def __post_init__(self) -> None:
+        # a single value is a one-element search (``tar[rotations=0,scales=1]`` on the command line disables it)
+        for name in ("rotations", "scales"):
+            v = getattr(self, name)
+            if isinstance(v, (int, float)):
+                object.__setattr__(self, name, (v,))
+            elif not v:
+                raise InputError(f"{name} must list at least one value, got {v!r}")
+
+
+def pad_to_multiple(img: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad image and mask at the bottom and right to a multiple of ``k`` (coordinates are unchanged)."""
+    h, w = img.shape
+    ph, pw = (-h) % k, (-w) % k
+    return np.pad(img, ((0, ph), (0, pw))), np.pad(mask, ((0, ph), (0, pw)))
+
+
+def resize_with_matrix(img: np.ndarray, mask: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resize by s; returns image, mask, and S (old px -> new px, pixel centres at integers)."""
+    if s == 1.0:
+        return img, mask, np.eye(3)
+    h, w = img.shape
+    nw, nh = max(8, round(w * s)), max(8, round(h * s))
+    sx, sy = nw / w, nh / h
+    out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    m = cv2.resize(mask.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST) > 0
+    S = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+    return out, m, S
+
+
+def rotate_with_matrix(img: np.ndarray, mask: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rotate by ``angle`` degrees counter-clockwise on screen; returns image, mask, R (old px -> new px).
+
+    Multiples of 90 degrees are exact (``np.rot90``); other angles resample onto a canvas holding the whole image.
+    """
+    h, w = img.shape
+    if angle % 90 == 0:
+        k = int(angle // 90) % 4
+        R = {0: np.eye(3),
+             1: np.array([[0, 1, 0], [-1, 0, w - 1], [0, 0, 1.0]]),
+             2: np.array([[-1, 0, w - 1], [0, -1, h - 1], [0, 0, 1.0]]),
+             3: np.array([[0, -1, h - 1], [1, 0, 0], [0, 0, 1.0]])}[k]
+        return np.ascontiguousarray(np.rot90(img, k)), np.ascontiguousarray(np.rot90(mask, k)), R
+    R = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0), [0, 0, 1]])
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [w - 1, h - 1, 1], [0, h - 1, 1.0]]) @ R.T
+    R[:2, 2] -= corners[:, :2].min(0)
+    nw, nh = (np.ceil(corners[:, :2].max(0) - corners[:, :2].min(0)).astype(int) + 1).tolist()
+    out = cv2.warpAffine(img, R[:2], (nw, nh), flags=cv2.INTER_LINEAR, borderValue=0)
+    m = cv2.warpAffine(mask.astype(np.uint8), R[:2], (nw, nh), flags=cv2.INTER_NEAREST, borderValue=0) > 0
+    return out, m, R
+
+
+def rectify(img: np.ndarray, mask: np.ndarray, F: np.ndarray, shape0: tuple[int, int]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Resample img into the optical frame: pixel p of the result shows img at F(p)."""
+    size = (shape0[1], shape0[0])
+    out = cv2.warpPerspective(img, F, size, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderValue=0)
+    out = np.clip(out, 0.0, 1.0)
+    m = cv2.warpPerspective(mask.astype(np.uint8), F, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                            borderValue=0) > 0
+    return out.astype(np.float32), m
+
+
+class SearchMatcher(Matcher):
+    """A matcher that searches rotations and scales of the SAR, rectifies it, and then matches (see module doc)."""
+
+    cfg: SearchConfig
+
+    @abc.abstractmethod
+    def _coarse(self, img0: np.ndarray, mask0: np.ndarray, img1: np.ndarray, mask1: np.ndarray,
+                features0: object | None = None) -> Matches:
+        """Quick coarse matches of a pair (used to score hypotheses and refine the rectification)."""
+
+    @abc.abstractmethod
+    def _final(self, img0: np.ndarray, mask0: np.ndarray, img1: np.ndarray, mask1: np.ndarray) -> Matches:
+        """The full matcher on a (rectified) pair."""
+
+    def _optical_features(self, img0: np.ndarray, mask0: np.ndarray) -> object | None:
+        """Features of the optical image at search resolution, passed to every :meth:`_coarse` of the search."""
+        return None
+
+    def _hypotheses(self, img0, mask0, img1, mask1) -> list[dict]:
+        """Score every (rotation, scale) hypothesis of the SAR at search resolution by the inliers of a loose
+        similarity fit to its coarse matches."""
+        s0 = min(1.0, self.cfg.search_side / max(img0.shape))
+        i0, m0, _ = resize_with_matrix(img0, mask0, s0)
+        feats0 = self._optical_features(i0, m0)  # the same for every hypothesis
+        results = []
+        for rot in self.cfg.rotations:
+            r1, rm1, _ = rotate_with_matrix(img1, mask1, rot)
+            for sc in self.cfg.scales:
+                i1, m1, _ = resize_with_matrix(r1, rm1, s0 * sc)
+                if min(i1.shape) < 32:
+                    continue
+                k0, k1, _ = self._coarse(i0, m0, i1, m1, features0=feats0)
+                est = estimate_transform(k0, k1, GeometryConfig(model="similarity", threshold_px=8.0))
+                # optical px -> px of the SAR turned and scaled by this hypothesis at full resolution
+                S0 = np.diag([s0, s0, 1.0])
+                footprint = None if est.H is None else np.linalg.inv(S0) @ est.H @ S0
+                results.append({"rotation": rot, "scale": sc, "inliers": est.n_inliers, "matches": len(k0),
+                                "footprint": footprint})
+        return results
+
+    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+        mask0 = np.ones(image0.shape, bool) if mask0 is None else mask0
+        mask1 = np.ones(image1.shape, bool) if mask1 is None else mask1
+        info: dict = {}
+        if len(self.cfg.rotations) * len(self.cfg.scales) > 1:
+            scores = self._hypotheses(image0, mask0, image1, mask1)
+            best = max(scores, key=lambda r: (r["inliers"], r["matches"])) if scores else None
+            info["hypothesis"] = None if best is None else {"rotation": best["rotation"], "scale": best["scale"],
+                                                            "inliers": best["inliers"]}
+        else:  # a single hypothesis: apply it as given
+            best = {"rotation": self.cfg.rotations[0], "scale": self.cfg.scales[0], "footprint": None, "inliers": 0}
+        r1, rm1, R = rotate_with_matrix(image1, mask1, best["rotation"] if best else 0)
+        i1, m1, S = resize_with_matrix(r1, rm1, best["scale"] if best else 1.0)
+        T = S @ R  # original SAR px -> hypothesis px
+        F = best["footprint"] if best and best["inliers"] >= MIN_SEARCH_INLIERS else None
+        if best and best["rotation"] % 360 == 0 and best["scale"] == 1.0:
+            F = None  # already in the optical frame: any resampling would only blur the SAR
+        if F is not None:
+            # rectify: resample the SAR into the optical frame (optical px -> hypothesis px is F), refine F on the
+            # rectified pair at full resolution, and rectify again, so that the final pass sees a nearly aligned
+            # pair. Every rectification is one cubic warp of the input SAR (optical px -> input px is T^-1 F):
+            # chained resampling blurs the speckle texture the networks rely on.
+            Ti = np.linalg.inv(T)
+            for _ in range(self.cfg.rectify_iterations):
+                r, rm = rectify(image1, mask1, Ti @ F, image0.shape)
+                k0, k1, _ = self._coarse(image0, mask0, r, rm)
+                est = estimate_transform(k0, k1, GeometryConfig(model="homography", threshold_px=6.0))
+                if est.H is None or est.n_inliers < MIN_SEARCH_INLIERS:
+                    break
+                F = F @ est.H
+            i1, m1 = rectify(image1, mask1, Ti @ F, image0.shape)
+            T = np.linalg.inv(Ti @ F)  # original SAR px -> rectified px
+            info["rectified"] = True
+        k0, k1, conf = self._final(image0, mask0, i1.astype(np.float32), m1)
+        k1 = apply_transform(np.linalg.inv(T), k1) if len(k1) else k1
+        return MatchResult(k0, k1, conf, info)

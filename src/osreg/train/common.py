@@ -1,0 +1,187 @@
+"""Training pieces shared by the learned matchers: the training config, the learning-rate schedule, the curves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from osreg.errors import InputError
+from osreg.io.atomic import atomic_output, write_text_atomic
+from osreg.train.data import AugmentConfig, make_batch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run (saved in every checkpoint). ``preset`` names the method's model preset;
+    ``prompt_weight`` weighs PromptMID's land-use consistency loss (TAR ignores it)."""
+
+    preset: str = "default"
+    steps: int = 3000
+    batch: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    fine_weight: float = 0.5
+    max_fine_per_item: int = 256
+    seed: int = 0
+    checkpoint_every: int = 100
+    val_every: int = 200
+    curriculum: float = 0.3
+    prompt_weight: float = 0.1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def lr_factor(step: int, total: int, warmup: int = 100) -> float:
+    """Linear warm-up, then cosine decay to 5 % at ``total`` (computed from the step, so runs can be extended)."""
+    warm = min(1.0, (step + 1) / warmup)
+    return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.5))
+
+    def smooth(v, k=25):
+        v = np.asarray(v, float)
+        return np.convolve(v, np.ones(k) / k, mode="valid") if len(v) > k else v
+
+    for key, a in (("coarse", ax[0]), ("fine", ax[1])):
+        v = smooth([h[key] for h in history])
+        a.plot(steps[len(steps) - len(v):], v)
+        a.set_title(f"{key} loss (train, smoothed)")
+        a.set_xlabel("step")
+    val = [h for h in history if "coarse_precision" in h]
+    if val:
+        ax[2].plot([h["step"] for h in val], [h["coarse_precision"] for h in val], marker="o", label="coarse precision")
+        ax[2].plot([h["step"] for h in val], [min(h["fine_error_px"], 8) / 8 for h in val], marker="s",
+                   label="fine error / 8 px")
+        ax[2].legend()
+        ax[2].set_title("validation")
+        ax[2].set_xlabel("step")
+    fig.tight_layout()
+    with atomic_output(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def save_checkpoint(path: Path, state_key: str, module: torch.nn.Module, model_config: dict, cfg: TrainConfig,
+                    optim=None, step: int = 0, history: list | None = None) -> None:
+    """Write a checkpoint: ``module``'s weights under ``state_key``, the model and training configs, the step, the
+    history and (to resume) the optimiser state. Atomic."""
+    state = {state_key: module.state_dict(), "model_config": model_config, "train_config": asdict(cfg),
+             "step": step, "history": history or []}
+    if optim is not None:
+        state["optimizer"] = optim.state_dict()
+    with atomic_output(path, overwrite=True) as tmp:
+        torch.save(state, tmp)
+
+
+def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Module, state_key: str,
+                 model_config: dict, train_pairs: list, val_pairs: list,
+                 losses: Callable[[tuple, torch.Generator], dict[str, torch.Tensor]],
+                 validate: Callable[[list], dict[str, float]], resume: bool = False) -> Path:
+    """The training loop shared by the learned matchers; returns the path of the last checkpoint.
+
+    Each step draws a batch (:func:`~osreg.train.data.make_batch`, deformations ramping up over the first
+    ``curriculum`` of the run), calls ``losses(batch, generator)`` (a dict with the total under "loss" and its
+    parts), and steps AdamW on ``trainable`` with a warm-up and cosine schedule. ``validate(val_batches)`` runs every
+    ``val_every`` steps on fixed validation batches. ``RUN_DIR/last.pt`` is written every ``checkpoint_every`` steps
+    (and resumed from with ``resume``), with ``curves.png`` and ``history.json``. Seeds are fixed; a resumed run
+    continues with fresh, reproducible samples.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, cfg.steps))
+    history: list[dict] = []
+    step = 0
+    last = run / "last.pt"
+    if resume and last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        trainable.load_state_dict(ck[state_key])
+        optim.load_state_dict(ck["optimizer"])
+        sched.last_epoch = ck["step"]
+        step, history = ck["step"], ck["history"]
+        logger.info("resumed from %s at step %d", last, step)
+    vrng = np.random.default_rng(12345)
+    val_batches = [make_batch(val_pairs, vrng, cfg.batch, cfg.augment) for _ in range(4)]
+    rng = np.random.default_rng(cfg.seed + step)
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+    trainable.train()
+    t0 = time.time()
+    while step < cfg.steps:
+        strength = min(1.0, 0.25 + 0.75 * step / max(cfg.curriculum * cfg.steps, 1))
+        parts = losses(make_batch(train_pairs, rng, cfg.batch, cfg.augment, strength), gen)
+        optim.zero_grad()
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        sched.step()
+        step += 1
+        rec = {"step": step, **{k: v.item() for k, v in parts.items()}, "lr": sched.get_last_lr()[0],
+               "elapsed_s": time.time() - t0}
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            trainable.eval()
+            rec.update(validate(val_batches))
+            trainable.train()
+            logger.info("step %d: %s", step, {k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
+        history.append(rec)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(last, state_key, trainable, model_config, cfg, optim, step, history)
+            plot_curves(history, run / "curves.png")
+            write_text_atomic(run / "history.json", json.dumps(history), overwrite=True)
+    return last
+
+
+def summarize_validation(errors: list[torch.Tensor], n_samples: int) -> dict[str, float]:
+    """Coarse precision (share of predicted matches within 8 px of the truth), matches per sample, and the median
+    error (px) of those within 8 px."""
+    e = torch.cat(errors) if errors else torch.zeros(0)
+    good = e[e < 8]
+    return {"coarse_precision": float(len(good)) / max(len(e), 1), "matches_per_sample": len(e) / max(n_samples, 1),
+            "fine_error_px": float(good.median()) if len(good) else math.nan}
+
+
+def export_weights(checkpoint: str | Path, out: str | Path, command: str, state_key: str,
+                   rebuild: Callable[[dict], torch.nn.Module], notes: str = "",
+                   inference: dict[str, Any] | None = None) -> dict:
+    """Write the inference part of a training checkpoint (``state_key`` weights and configs, no optimiser) to
+    ``out``, and its description (configs, training command, last validation, notes) beside it as ``.json``.
+    ``rebuild(model_config)`` makes the module the weights must load into (strictly) before anything is written;
+    ``inference`` replaces inference settings of the model config (chosen after training; recorded in the
+    description)."""
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if inference:
+        unknown = set(inference) - set(ck["model_config"])
+        if unknown:
+            raise InputError(f"unknown model config fields {sorted(unknown)}")
+        ck["model_config"] = {**ck["model_config"], **inference}
+    module = rebuild(ck["model_config"])
+    module.load_state_dict(ck[state_key], strict=True)
+    slim = {k: ck[k] for k in (state_key, "model_config", "train_config", "step")}
+    out = Path(out)
+    with atomic_output(out, overwrite=True) as tmp:
+        torch.save(slim, tmp)
+    val = [h for h in ck.get("history", []) if "coarse_precision" in h]
+    meta = {"model_config": ck["model_config"], "train_config": ck["train_config"], "step": ck["step"],
+            "training_command": command, "last_validation": val[-1] if val else None,
+            "inference_settings_changed_after_training": inference or {},
+            "parameters": sum(p.numel() for p in module.parameters()), "notes": notes}
+    write_text_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2), overwrite=True)
+    return meta
