@@ -28,6 +28,7 @@ from osreg.weights import resolve_weights
 logger = logging.getLogger(__name__)
 
 SHIPPED = "matchers/promptmid/weights/promptmid.pt"
+MIN_CELL_STD = 1e-3  # cells whose intensity spread (in [0, 1] units) is below this are not matched
 # fields that may differ from the checkpoint at inference; the others define the trained network
 INFERENCE_FIELDS = {"use_prompts", "coarse_threshold", "fine_window", "sar_prior", "max_side", "rotations", "scales",
                     "search_side", "rectify_iterations", "temperature", "diffusion_checkpoint"}
@@ -102,7 +103,13 @@ class PromptMIDMatcher(SearchMatcher):
     def _describe(self, img: np.ndarray, mask: np.ndarray, fine: bool) -> dict:
         a, m = pad_to_multiple(img, mask, 32)
         out = self.net(torch.from_numpy(a)[None, None], self.text, with_fine=fine)
-        out["cells"] = torch.nn.functional.avg_pool2d(torch.from_numpy(m)[None, None].float(), 8)[:, 0] > 0.5
+        t = torch.from_numpy(a)[None, None]
+        mean = torch.nn.functional.avg_pool2d(t, 8)
+        std = (torch.nn.functional.avg_pool2d(t * t, 8) - mean * mean).clamp_min(0).sqrt()
+        # valid cells: mostly inside the image mask and not featureless (a flat cell carries no evidence; the
+        # networks' zero padding would otherwise give blank images position-dependent descriptors that match)
+        out["cells"] = ((torch.nn.functional.avg_pool2d(torch.from_numpy(m)[None, None].float(), 8) > 0.5)
+                        & (std > MIN_CELL_STD))[:, 0]
         return out
 
     def _full_optical(self, img0: np.ndarray, mask0: np.ndarray) -> dict:
