@@ -102,8 +102,8 @@ class PromptMIDMatcher(SearchMatcher):
     @torch.inference_mode()
     def _describe(self, img: np.ndarray, mask: np.ndarray, fine: bool) -> dict:
         a, m = pad_to_multiple(img, mask, 32)
-        out = self.net(torch.from_numpy(a)[None, None], self.text, with_fine=fine)
         t = torch.from_numpy(a)[None, None]
+        out = self.net(t, self.text, with_fine=fine)
         mean = torch.nn.functional.avg_pool2d(t, 8)
         std = (torch.nn.functional.avg_pool2d(t * t, 8) - mean * mean).clamp_min(0).sqrt()
         # valid cells: mostly inside the image mask and not featureless (a flat cell carries no evidence; the

@@ -28,7 +28,7 @@ class FrozenFeatures(nn.Module):
     """Multi-scale dense features of frozen networks.
 
     ``forward(images)`` takes (B, 1, H, W) images in [0, 1] with H and W multiples of 32 and returns
-    ``(coarse (B, Cc, H/8, W/8), fine (B, Cf, H/2, W/2) or None)``.
+    ``(coarse (B, Cc, H/8, W/8), fine (B, Cf, H/2, W/2) or None)``; ``with_fine=False`` skips the fine grid.
     """
 
     def __init__(self, cfg: PromptMIDConfig, weights: dict[str, str] | None = None) -> None:
@@ -67,7 +67,7 @@ class FrozenFeatures(nn.Module):
         return F.normalize(self.nets["xfeat"](img)[0], dim=1)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, images: torch.Tensor, with_fine: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         h, w = images.shape[-2:]
         coarse_shape, fine_shape = (h // 8, w // 8), (h // 2, w // 2)
         coarse, fine = [], []
@@ -80,7 +80,7 @@ class FrozenFeatures(nn.Module):
             for name in self.cfg.extractors:
                 d = self._dense(name, img)
                 coarse.append(_grid(d, coarse_shape))
-                if s == 1.0 and name != "xfeat":
+                if with_fine and s == 1.0 and name != "xfeat":
                     fine.append(_grid(d, fine_shape))
         if self.diffusion is not None:
             coarse.append(_grid(self.diffusion(images), coarse_shape))

@@ -94,7 +94,7 @@ class PromptMIDNet(nn.Module):
 
     def forward(self, images: torch.Tensor, text: torch.Tensor | None, use_prompts: bool | None = None,
                 with_fine: bool = True) -> dict[str, torch.Tensor]:
-        coarse, fine = self.frozen(images)
+        coarse, fine = self.frozen(images, with_fine)
         use = self.cfg.use_prompts if use_prompts is None else use_prompts
         return self.aggregator(coarse, fine, text, use, with_fine)
 
