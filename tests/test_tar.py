@@ -119,6 +119,19 @@ def test_shipped_weights_recover_quarter_turned_demo(shipped):
     assert np.median(grid_error(est.H, R @ D)) < TOLERANCE_PX
 
 
+def test_shipped_weights_stop_the_search_on_the_upright_demo(shipped):
+    """The upright demo pair: the identity hypothesis, tried first, has enough consistent coarse matches to stop
+    the search there (accept_inliers=80), and the registration is as good as after an exhaustive search."""
+    from osreg.geometry import GeometryConfig, estimate_transform
+
+    opt, sar, mask, D = demo_rotated_case(0, 1.0)
+    res = shipped.match(opt, sar, None, mask)
+    assert res.info["hypotheses_scored"] == 1
+    assert res.info["hypothesis"]["rotation"] == 0 and res.info["hypothesis"]["inliers"] >= 80
+    est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
+    assert np.median(grid_error(est.H, D)) < TOLERANCE_PX
+
+
 def test_shipped_weights_turned_and_scaled_demo(shipped):
     """Turned by 115 degrees and scaled by 1.3 (resampled): the search picks the right hypothesis and the result
     is within 12 px. This is a weak accuracy bound that states the current model (measured: 8.5 px median):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import io
 import json
 import logging
 import math
@@ -110,8 +111,6 @@ def prepare_pair(spec: PairSpec, protocol: str, crop: int, seed: int) -> Prepare
 _WORKER: dict[str, Any] = {}  # the matcher of this worker process, built once by _init_worker
 
 
-
-
 def _init_worker(method: str, threads: int) -> None:
     import cv2
     import torch
@@ -144,6 +143,7 @@ def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> d
     verdict = judge(est, matches.keypoints0, pp.mask0, images=(pp.img0, pp.img1, pp.mask1))
     row["verdict"] = verdict.label
     row["inliers"] = est.n_inliers
+    row["hypotheses_scored"] = matches.info.get("hypotheses_scored", "")  # search matchers only
     row.update(pair_metrics(matches, est, pp.gt, pp.img0.shape[1], pp.img0.shape[0]))
     row["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     row["gt_note"] = pp.gt.note
@@ -252,8 +252,6 @@ def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], paths: dict[s
     paths["summary_md"].parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(paths["summary_md"], text, overwrite)
     cols = list(rows[0].keys()) if rows else []
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()

@@ -43,6 +43,10 @@ class SearchConfig(DictConfig):
         scales: test-time rescalings of the SAR searched.
         search_side: working resolution of the hypothesis search.
         rectify_iterations: coarse passes that refine the rectification of the SAR before the final pass.
+        accept_inliers: stop the search at the first hypothesis whose loose similarity fit has at least this many
+            coarse inliers, making up at least ``accept_ratio`` of its matches (hypotheses are tried from the
+            identity outwards); 0 always scores every hypothesis.
+        accept_ratio: see ``accept_inliers``.
     """
 
     max_side: int = 512
@@ -50,6 +54,8 @@ class SearchConfig(DictConfig):
     scales: tuple[float, ...] = (0.7, 1.0, 1.4)
     search_side: int = 256
     rectify_iterations: int = 2
+    accept_inliers: int = 0
+    accept_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         # a single value is a one-element search (``tar[rotations=0,scales=1]`` on the command line disables it)
@@ -59,6 +65,15 @@ class SearchConfig(DictConfig):
                 object.__setattr__(self, name, (v,))
             elif not v:
                 raise InputError(f"{name} must list at least one value, got {v!r}")
+        if self.accept_inliers < 0 or not 0.0 <= self.accept_ratio <= 1.0:
+            raise InputError(f"accept_inliers must be >= 0 and accept_ratio in [0, 1], got {self.accept_inliers} "
+                             f"and {self.accept_ratio}")
+
+    def hypothesis_order(self) -> list[tuple[float, float]]:
+        """Every (rotation, scale) pair, nearest the identity first: by angular distance from 0 degrees, then by
+        distance of log-scale from 1."""
+        pairs = [(r, s) for r in self.rotations for s in self.scales]
+        return sorted(pairs, key=lambda h: (min(h[0] % 360, -h[0] % 360), abs(np.log(h[1]))))
 
 
 def pad_to_multiple(img: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,25 +148,32 @@ class SearchMatcher(Matcher):
         return None
 
     def _hypotheses(self, img0, mask0, img1, mask1) -> list[dict]:
-        """Score every (rotation, scale) hypothesis of the SAR at search resolution by the inliers of a loose
-        similarity fit to its coarse matches."""
+        """Score (rotation, scale) hypotheses of the SAR at search resolution by the inliers of a loose similarity
+        fit to their coarse matches, nearest the identity first; stops early at an accepted hypothesis (see
+        :class:`SearchConfig`)."""
         s0 = min(1.0, self.cfg.search_side / max(img0.shape))
         i0, m0, _ = resize_with_matrix(img0, mask0, s0)
         feats0 = self._optical_features(i0, m0)  # the same for every hypothesis
-        results = []
-        for rot in self.cfg.rotations:
-            r1, rm1, _ = rotate_with_matrix(img1, mask1, rot)
-            for sc in self.cfg.scales:
-                i1, m1, _ = resize_with_matrix(r1, rm1, s0 * sc)
-                if min(i1.shape) < 32:
-                    continue
-                k0, k1, _ = self._coarse(i0, m0, i1, m1, features0=feats0)
-                est = estimate_transform(k0, k1, GeometryConfig(model="similarity", threshold_px=8.0))
-                # optical px -> px of the SAR turned and scaled by this hypothesis at full resolution
-                S0 = np.diag([s0, s0, 1.0])
-                footprint = None if est.H is None else np.linalg.inv(S0) @ est.H @ S0
-                results.append({"rotation": rot, "scale": sc, "inliers": est.n_inliers, "matches": len(k0),
-                                "footprint": footprint})
+        S0 = np.diag([s0, s0, 1.0])
+        results: list[dict] = []
+        turned: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        for rot, sc in self.cfg.hypothesis_order():
+            if rot not in turned:
+                turned[rot] = rotate_with_matrix(img1, mask1, rot)[:2]
+            i1, m1, _ = resize_with_matrix(*turned[rot], s0 * sc)
+            if min(i1.shape) < 32:
+                continue
+            k0, k1, _ = self._coarse(i0, m0, i1, m1, features0=feats0)
+            est = estimate_transform(k0, k1, GeometryConfig(model="similarity", threshold_px=8.0))
+            # optical px -> px of the SAR turned and scaled by this hypothesis at full resolution
+            footprint = None if est.H is None else np.linalg.inv(S0) @ est.H @ S0
+            results.append({"rotation": rot, "scale": sc, "inliers": est.n_inliers, "matches": len(k0),
+                            "footprint": footprint})
+            if (self.cfg.accept_inliers and est.n_inliers >= self.cfg.accept_inliers
+                    and est.n_inliers >= self.cfg.accept_ratio * len(k0)):
+                logger.debug("search: accepted rotation %s, scale %s (%d of %d coarse matches) after %d hypotheses",
+                             rot, sc, est.n_inliers, len(k0), len(results))
+                break
         return results
 
     def _match(self, image0, image1, mask0, mask1) -> MatchResult:
@@ -163,6 +185,7 @@ class SearchMatcher(Matcher):
             best = max(scores, key=lambda r: (r["inliers"], r["matches"])) if scores else None
             info["hypothesis"] = None if best is None else {"rotation": best["rotation"], "scale": best["scale"],
                                                             "inliers": best["inliers"]}
+            info["hypotheses_scored"] = len(scores)
         else:  # a single hypothesis: apply it as given
             best = {"rotation": self.cfg.rotations[0], "scale": self.cfg.scales[0], "footprint": None, "inliers": 0}
         r1, rm1, R = rotate_with_matrix(image1, mask1, best["rotation"] if best else 0)

@@ -31,7 +31,8 @@ SHIPPED = "matchers/promptmid/weights/promptmid.pt"
 MIN_CELL_STD = 1e-3  # cells whose intensity spread (in [0, 1] units) is below this are not matched
 # fields that may differ from the checkpoint at inference; the others define the trained network
 INFERENCE_FIELDS = {"use_prompts", "coarse_threshold", "fine_window", "sar_prior", "max_side", "rotations", "scales",
-                    "search_side", "rectify_iterations", "temperature", "diffusion_checkpoint"}
+                    "search_side", "rectify_iterations", "temperature", "diffusion_checkpoint", "accept_inliers",
+                    "accept_ratio"}
 
 
 def load_promptmid(weights: str | Path | None = None, **overrides) -> PromptMIDNet:

@@ -20,8 +20,11 @@ class TARConfig(SearchConfig):
         use_text: inject text descriptors (False: the TAFE ablation, same weights, gated residual skipped).
         temperature: dual-softmax temperature; coarse_threshold: smallest coarse confidence kept.
         fine_window: fine refinement window (fine pixels, odd).
-        max_side, rotations, scales, search_side, rectify_iterations: see
-            :class:`~osreg.matchers.search.SearchConfig`.
+        max_side, rotations, scales, search_side, rectify_iterations, accept_inliers, accept_ratio: see
+            :class:`~osreg.matchers.search.SearchConfig`. TAR stops its search at a hypothesis with 80 coarse
+            inliers making up half its matches: on 40 calibration cases from volkov's training split
+            (``scripts/calibrate_search.py``) no wrong hypothesis had more than 69, and the stop never changed
+            which hypothesis was right (docs/tar.md).
     """
 
     stem_channels: int = 24
@@ -36,6 +39,8 @@ class TARConfig(SearchConfig):
     temperature: float = 0.1
     coarse_threshold: float = 0.05
     fine_window: int = 7
+    accept_inliers: int = 80
+    accept_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,0 +1,65 @@
+"""The rotation/scale search shared by the dense matchers: hypothesis order, early stop, config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import textured
+
+from osreg.errors import InputError
+from osreg.matchers.search import SearchConfig, SearchMatcher
+
+
+class GridMatcher(SearchMatcher):
+    """Coarse matches on a 6x6 grid that are consistent under every hypothesis (a stand-in for a network)."""
+
+    name = "grid"
+
+    def __init__(self, **cfg) -> None:
+        self.cfg = SearchConfig(**cfg)
+        self.max_side = self.cfg.max_side
+        self.coarse_calls = 0
+
+    def _grid(self, img0, img1):
+        g = np.stack(np.meshgrid(np.linspace(4, 0.9 * img0.shape[1], 6), np.linspace(4, 0.9 * img0.shape[0], 6)),
+                     -1).reshape(-1, 2)
+        return g, g * (img1.shape[1] / img0.shape[1]), np.ones(len(g))
+
+    def _coarse(self, img0, mask0, img1, mask1, features0=None):
+        self.coarse_calls += 1
+        return self._grid(img0, img1)
+
+    def _final(self, img0, mask0, img1, mask1):
+        return self._grid(img0, img1)
+
+
+def test_hypothesis_order_starts_at_identity_and_covers_every_pair():
+    order = SearchConfig().hypothesis_order()
+    assert order[0] == (0, 1.0)
+    assert len(order) == len(set(order)) == 24
+    # the other scales of the identity turn, then the nearest turns (45 and 315 degrees) at scale 1
+    assert {r for r, _ in order[1:3]} == {0}
+    assert order[3:5] == [(45, 1.0), (315, 1.0)]
+    assert {r for r, _ in order[-3:]} == {180}
+
+
+def test_early_stop_accepts_the_first_consistent_hypothesis():
+    img = textured((96, 96), seed=3)
+    exhaustive = GridMatcher()  # accept_inliers=0: every hypothesis is scored
+    res = exhaustive.match(img, img)
+    assert res.info["hypotheses_scored"] == exhaustive.coarse_calls == 24
+    early = GridMatcher(accept_inliers=20, accept_ratio=0.9)
+    res = early.match(img, img)
+    assert res.info["hypotheses_scored"] == early.coarse_calls == 1
+    assert res.info["hypothesis"] == {"rotation": 0, "scale": 1.0, "inliers": 36}
+    # a threshold above the number of matches never stops the search
+    assert GridMatcher(accept_inliers=37).match(img, img).info["hypotheses_scored"] == 24
+
+
+def test_bad_search_config_is_refused():
+    with pytest.raises(InputError, match=r"accept_inliers must be >= 0 and accept_ratio in \[0, 1\], got -1 and 0.5"):
+        SearchConfig(accept_inliers=-1)
+    with pytest.raises(InputError, match=r"got 10 and 1.5"):
+        SearchConfig(accept_inliers=10, accept_ratio=1.5)
+    with pytest.raises(InputError, match=r"rotations must list at least one value, got \(\)"):
+        SearchConfig(rotations=())
