@@ -144,3 +144,18 @@ def test_shipped_weights_turned_and_scaled_demo(shipped):
     assert res.info["hypothesis"]["rotation"] in (225, 270) and res.info["hypothesis"]["scale"] == 0.7
     est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
     assert np.median(grid_error(est.H, D)) < 12.0
+
+
+def test_separable_blur_equals_the_convolution():
+    """The shifted-sum blur of the input layer gives what two single-channel convolutions with replicated
+    borders give (it replaced them for speed; the trained weights rely on the same input channels)."""
+    import torch.nn.functional as F
+
+    from osreg.matchers.tar.model import _separable_blur
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 37, 50)
+    k = torch.tensor([0.05, 0.25, 0.4, 0.25, 0.05])
+    ref = F.conv2d(F.pad(x.reshape(6, 1, 37, 50), (2, 2, 0, 0), mode="replicate"), k[None, None, None, :])
+    ref = F.conv2d(F.pad(ref, (0, 0, 2, 2), mode="replicate"), k[None, None, :, None]).reshape(2, 3, 37, 50)
+    torch.testing.assert_close(_separable_blur(x, k), ref)
