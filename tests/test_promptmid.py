@@ -3,12 +3,10 @@ SAR2SAR options, and the shipped aggregator on the demo pair."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from conftest import demo_rotated_case, grid_error, synthetic_train_pairs, textured
+from conftest import demo_rotated_case, grid_error, textured, train_tiny
 
 from osreg.errors import InputError, WeightsNotFoundError
 from osreg.matchers.promptmid import PromptMIDMatcher, build_promptmid, load_promptmid
@@ -121,22 +119,16 @@ def test_empty_and_textured_matches(tiny_checkpoint):
 
 
 def test_short_training_lowers_the_loss(tmp_path):
-    from osreg.train.data import AugmentConfig
     from osreg.train.train_promptmid import train
 
-    pairs = synthetic_train_pairs()
-    cfg = TrainConfig(preset="tiny", steps=30, batch=2, lr=3e-3, checkpoint_every=30, val_every=30,
-                      augment=AugmentConfig(crop=96, max_rotation=10, max_scale=1.1))
-    last = train(None, str(tmp_path / "run"), cfg, threads=1, pairs=(pairs, pairs[:1]))
-    hist = json.loads((tmp_path / "run" / "history.json").read_text())
+    last, hist = train_tiny(train, tmp_path / "run", 30)
     first = np.mean([h["coarse"] for h in hist[:6]])
     final = np.mean([h["coarse"] for h in hist[-6:]])
     assert final < 0.8 * first, (first, final)
     assert {"coarse", "fine", "prompt"} <= set(hist[0]) and "coarse_precision" in hist[-1]
     ck = torch.load(last, weights_only=False)
     assert ck["step"] == 30 and set(ck["aggregator"]) == set(build_promptmid("tiny").aggregator.state_dict())
-    cfg2 = TrainConfig(**{**cfg.__dict__, "steps": 33})
-    train(None, str(tmp_path / "run"), cfg2, resume=True, threads=1, pairs=(pairs, pairs[:1]))
+    train_tiny(train, tmp_path / "run", 33, resume=True)
     assert torch.load(last, weights_only=False)["step"] == 33
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from conftest import demo_rotated_case, grid_error, synthetic_train_pairs
+from conftest import demo_rotated_case, grid_error, train_tiny
 
 from osreg.matchers.tar import TARMatcher, load_tar
 from osreg.matchers.tar.config import PRESETS, TARConfig
@@ -81,21 +79,15 @@ def test_empty_images_give_empty_result(tiny_checkpoint):
 
 
 def test_short_training_lowers_the_loss(tmp_path):
-    from osreg.train.data import AugmentConfig
     from osreg.train.train_tar import train
 
-    pairs = synthetic_train_pairs()
-    cfg = TrainConfig(preset="tiny", steps=40, batch=2, lr=3e-3, checkpoint_every=40, val_every=40,
-                      augment=AugmentConfig(crop=96, max_rotation=10, max_scale=1.1))
-    last = train(None, str(tmp_path / "run"), cfg, threads=1, pairs=(pairs, pairs[:1]))
-    hist = json.loads((tmp_path / "run" / "history.json").read_text())
+    last, hist = train_tiny(train, tmp_path / "run", 40)
     first = np.mean([h["coarse"] for h in hist[:8]])
     final = np.mean([h["coarse"] for h in hist[-8:]])
     assert final < 0.8 * first, (first, final)
     assert last.exists() and (tmp_path / "run" / "curves.png").exists()
     # resume continues from the saved step
-    cfg2 = TrainConfig(**{**cfg.__dict__, "steps": 45})
-    train(None, str(tmp_path / "run"), cfg2, resume=True, threads=1, pairs=(pairs, pairs[:1]))
+    train_tiny(train, tmp_path / "run", 45, resume=True)
     assert torch.load(last, weights_only=False)["step"] == 45
 
 

@@ -6,7 +6,7 @@ consistent coarse matches, resamples the SAR into the optical frame with it (one
 refined by a few coarse passes), and runs the full matcher on the rectified pair. Matches are mapped back to the
 input SAR's pixels.
 
-Subclasses hold a :class:`SearchConfig` (or a subclass) as ``self.cfg`` and implement :meth:`SearchMatcher._coarse`, :meth:`SearchMatcher._final` and, optionally,
+Subclasses hold a :class:`SearchConfig` (usually a :class:`DenseMatcherConfig`) as ``self.cfg`` and implement :meth:`SearchMatcher._coarse`, :meth:`SearchMatcher._final` and, optionally,
 :meth:`SearchMatcher._optical_features` (features of the optical image reused by every hypothesis).
 """
 
@@ -74,6 +74,26 @@ class SearchConfig(DictConfig):
         distance of log-scale from 1."""
         pairs = [(r, s) for r in self.rotations for s in self.scales]
         return sorted(pairs, key=lambda h: (min(h[0] % 360, -h[0] % 360), abs(np.log(h[1]))))
+
+
+@dataclass(frozen=True)
+class DenseMatcherConfig(SearchConfig):
+    """:class:`SearchConfig` plus the settings of the shared dense matching (:mod:`osreg.matchers.dense`).
+
+    Attributes:
+        temperature: dual-softmax temperature of coarse matching.
+        coarse_threshold: smallest coarse confidence kept.
+        fine_window: fine refinement window (pixels of the 1/2 grid, odd).
+    """
+
+    temperature: float = 0.1
+    coarse_threshold: float = 0.05
+    fine_window: int = 7
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fine_window % 2 == 0:
+            raise InputError(f"fine_window must be odd, got {self.fine_window}")
 
 
 def pad_to_multiple(img: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

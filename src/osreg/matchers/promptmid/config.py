@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from osreg.errors import InputError
-from osreg.matchers.search import SearchConfig
+from osreg.matchers.search import DenseMatcherConfig
 
 EXTRACTORS = ("aliked", "disk", "xfeat")
 SAR_PRIORS = ("none", "sar2sar")
@@ -16,7 +16,7 @@ FINE_CHANNELS = {"aliked": 128, "disk": 128, "xfeat": 0}  # XFeat has no map fin
 
 
 @dataclass(frozen=True)
-class PromptMIDConfig(SearchConfig):
+class PromptMIDConfig(DenseMatcherConfig):
     """Model and inference settings of PromptMID.
 
     Attributes:
@@ -27,14 +27,13 @@ class PromptMIDConfig(SearchConfig):
         text_encoder: identity of the shared text bank (:mod:`osreg.text`); text_dim: its embedding width.
         use_prompts: condition the aggregation on land-use affinities (False: the prompt ablation, same weights).
         prompt_temperature: softmax temperature of the land-use affinities (cosine similarities).
-        temperature: dual-softmax temperature of coarse matching; coarse_threshold: smallest confidence kept.
-        fine_window: fine refinement window (fine pixels at 1/2, odd).
+        temperature, coarse_threshold, fine_window: see :class:`~osreg.matchers.search.DenseMatcherConfig`.
         sar_prior: "sar2sar" despeckles the SAR with deepdespeckling's SAR2SAR before the extractors.
         diffusion_checkpoint: a local Stable Diffusion folder (diffusers format) whose UNet decoder features join
             the coarse features; None (default) leaves the branch off. A model trained without it cannot use it.
         diffusion_timestep: noise timestep at which diffusion features are read; diffusion_channels: their width.
-        max_side, rotations, scales, search_side, rectify_iterations: see
-            :class:`~osreg.matchers.search.SearchConfig`.
+        max_side, rotations, scales, search_side, rectify_iterations, accept_inliers, accept_ratio: see
+            :class:`~osreg.matchers.search.SearchConfig` (PromptMID searches exhaustively by default).
     """
 
     extractors: tuple[str, ...] = ("aliked", "disk", "xfeat")
@@ -46,9 +45,6 @@ class PromptMIDConfig(SearchConfig):
     text_dim: int = 384
     use_prompts: bool = True
     prompt_temperature: float = 0.07
-    temperature: float = 0.1
-    coarse_threshold: float = 0.05
-    fine_window: int = 7
     sar_prior: str = "none"
     diffusion_checkpoint: str | None = None
     diffusion_timestep: int = 100
@@ -61,8 +57,6 @@ class PromptMIDConfig(SearchConfig):
             raise InputError(f"extractors must be a non-empty subset of {EXTRACTORS}, got {self.extractors}")
         if self.sar_prior not in SAR_PRIORS:
             raise InputError(f"sar_prior must be one of {SAR_PRIORS}, got {self.sar_prior!r}")
-        if self.fine_window % 2 == 0:
-            raise InputError(f"fine_window must be odd, got {self.fine_window}")
         if not self.pyramid_scales or 1.0 not in self.pyramid_scales:
             raise InputError(f"pyramid_scales must include 1.0, got {self.pyramid_scales}")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from osreg.errors import InputError
-from osreg.matchers.search import SearchConfig
+from osreg.matchers.search import DenseMatcherConfig
 
 
 @dataclass(frozen=True)
-class TARConfig(SearchConfig):
+class TARConfig(DenseMatcherConfig):
     """Model and inference settings of TAR.
 
     Attributes:
@@ -18,8 +18,7 @@ class TARConfig(SearchConfig):
         n_heads: attention heads; layers: attention layer types in order ("self" / "cross").
         text_encoder: identity of the text bank used by TAFE; text_dim: its embedding width.
         use_text: inject text descriptors (False: the TAFE ablation, same weights, gated residual skipped).
-        temperature: dual-softmax temperature; coarse_threshold: smallest coarse confidence kept.
-        fine_window: fine refinement window (fine pixels, odd).
+        temperature, coarse_threshold, fine_window: see :class:`~osreg.matchers.search.DenseMatcherConfig`.
         max_side, rotations, scales, search_side, rectify_iterations, accept_inliers, accept_ratio: see
             :class:`~osreg.matchers.search.SearchConfig`. TAR stops its search at a hypothesis with 80 coarse
             inliers making up half its matches: on 40 calibration cases from volkov's training split
@@ -36,16 +35,11 @@ class TARConfig(SearchConfig):
     text_encoder: str = "minilm-l6-v2"
     text_dim: int = 384
     use_text: bool = True
-    temperature: float = 0.1
-    coarse_threshold: float = 0.05
-    fine_window: int = 7
     accept_inliers: int = 80
     accept_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.fine_window % 2 == 0:
-            raise InputError(f"fine_window must be odd, got {self.fine_window}")
         if self.d_model % self.n_heads:
             raise InputError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
 
