@@ -7,7 +7,7 @@ import pytest
 from conftest import textured
 
 from osreg.errors import InputError
-from osreg.matchers.search import SearchConfig, SearchMatcher
+from osreg.matchers.search import DenseMatcherConfig, SearchConfig, SearchMatcher
 
 
 class GridMatcher(SearchMatcher):
@@ -63,3 +63,10 @@ def test_bad_search_config_is_refused():
         SearchConfig(accept_inliers=10, accept_ratio=1.5)
     with pytest.raises(InputError, match=r"rotations must list at least one value, got \(\)"):
         SearchConfig(rotations=())
+    # the dense-matching settings shared by TAR and PromptMID are checked once, for both
+    from osreg.matchers.promptmid.config import PromptMIDConfig
+    from osreg.matchers.tar.config import TARConfig
+
+    for cls in (DenseMatcherConfig, TARConfig, PromptMIDConfig):
+        with pytest.raises(InputError, match="fine_window must be odd, got 6"):
+            cls(fine_window=6)
