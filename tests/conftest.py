@@ -101,9 +101,10 @@ def synthetic_train_pairs(n: int = 3, size: int = 160) -> list:
     return pairs
 
 
-def train_tiny(train, run_dir, steps: int, resume: bool = False):
+def train_tiny(train, run_dir, steps: int, resume: bool = False, **options):
     """A short run of a training entry point (``train_tar.train`` / ``train_promptmid.train``) with the tiny
-    preset on :func:`synthetic_train_pairs` (``resume``: continue the run in ``run_dir`` up to ``steps``).
+    preset on :func:`synthetic_train_pairs` (``resume``: continue the run in ``run_dir`` up to ``steps``;
+    ``options``: other :class:`TrainConfig` fields).
 
     Returns the path of the last checkpoint and the run's history."""
     import json
@@ -112,7 +113,8 @@ def train_tiny(train, run_dir, steps: int, resume: bool = False):
     from osreg.train.data import AugmentConfig
 
     pairs = synthetic_train_pairs()
-    cfg = TrainConfig(preset="tiny", steps=steps, batch=2, lr=3e-3, checkpoint_every=steps, val_every=steps,
-                      augment=AugmentConfig(crop=96, max_rotation=10, max_scale=1.1))
+    settings = {"preset": "tiny", "steps": steps, "batch": 2, "lr": 3e-3, "checkpoint_every": steps,
+                "val_every": steps, "augment": AugmentConfig(crop=96, max_rotation=10, max_scale=1.1), **options}
+    cfg = TrainConfig(**settings)
     last = train(None, str(run_dir), cfg, resume=resume, threads=1, pairs=(pairs, pairs[:1]))
     return last, json.loads((run_dir / "history.json").read_text())

@@ -148,3 +148,16 @@ def test_volkov_checked_ground_truth(shared_data):
     # fewer than four strong windows (140: 3) or inconclusive (214): the identity is kept
     np.testing.assert_allclose(checked["140"].map([[10.0, 10.0]]), [[10.0, 10.0]])
     np.testing.assert_allclose(checked["214"].map([[10.0, 10.0]]), [[10.0, 10.0]])
+
+
+def test_train_and_val_splits_partition_the_pairs(shared_data):
+    from osreg.eval.benchmark import BenchmarkConfig, pair_split
+
+    pairs = load_pairs(shared_data, ["volkov_s1s2_10m", "osmnet_zhanghan9718"])
+    split = {(p.dataset, p.name): pair_split(p) for p in pairs}
+    volkov = [k for k in split if k[0] == "volkov_s1s2_10m"]
+    n_val = sum(split[k] == "val" for k in volkov)
+    assert 0.08 * len(volkov) <= n_val <= 0.25 * len(volkov)  # the fixed ~15 % held out from training
+    assert all(split[k] == "val" for k in split if k[0] == "osmnet_zhanghan9718")  # never trained on
+    with pytest.raises(InputError, match=r"^unknown split 'test'; expected one of all, val, train$"):
+        BenchmarkConfig(split="test")

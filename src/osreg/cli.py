@@ -240,8 +240,9 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
               help="Use at most this many pairs per dataset (0 = all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the deformations and estimators.")
 @click.option("--model", type=click.Choice(["similarity", "affine", "homography"]), default="affine", show_default=True)
-@click.option("--split", type=click.Choice(["all", "val"]), default="all", show_default=True,
-              help="val: only the pairs held out from training (volkov's fixed 15 %; other datasets whole).")
+@click.option("--split", type=click.Choice(["all", "val", "train"]), default="all", show_default=True,
+              help="val: only the pairs held out from training (volkov's fixed 15 %; other datasets whole); "
+                   "train: only the volkov pairs the shipped models were trained on (for tuning inference settings).")
 @click.option("--volkov-gt", type=click.Choice(["identity", "checked"]), default="identity", show_default=True,
               help="volkov ground truth: the dataset's identity claim, or corrected by its independent alignment "
                    "check where that check is consistent.")
@@ -291,9 +292,16 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
 @click.option("--blur", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Largest sigma (px) of the random Gaussian blur augmentation (0: none).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option("--init", "init", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
+              help="TAR: start from this checkpoint's weights (modules the preset adds start fresh).")
+@click.option("--train-only", type=click.Choice(["all", "fine"]), default="all", show_default=True,
+              help="TAR: fine trains only the fine stage (everything else frozen) with the fine loss.")
+@click.option("--fine-jitter", type=click.IntRange(0), default=0, show_default=True,
+              help="TAR: move fine windows by up to this many fine pixels (offsets of a coarse match one cell off).")
 @common_options
 @_handle_errors
-def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resume, verbose, quiet, threads):
+def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resume, init, train_only, fine_jitter,
+          verbose, quiet, threads):
     """Train a learned matcher on the pairs of DATA (validation pairs held out, see osreg.train.data)."""
     from osreg.train.common import TrainConfig
 
@@ -307,7 +315,8 @@ def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resum
         raise OutputExistsError(f"{run_dir}/last.pt exists: pass --resume to continue that run, or choose another --out")
     from osreg.train.data import AugmentConfig
 
-    cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed, augment=AugmentConfig(blur=blur))
+    cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed, init=init or "", train_only=train_only,
+                      fine_jitter=fine_jitter, augment=AugmentConfig(blur=blur))
     path = run_training(data_dir, run_dir, cfg, resume=resume, threads=threads)
     click.echo(str(path))
 

@@ -45,6 +45,7 @@ from osreg.verdict import judge
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("aligned", "large-deformation")
+SPLITS = ("all", "val", "train")
 REPORT_FILES = {"summary_md": "summary.md", "per_pair_csv": "per_pair.csv", "summary_json": "summary.json",
                 "plot": "sr_vs_deformation.png"}
 
@@ -64,8 +65,8 @@ class BenchmarkConfig:
     volkov_gt: str = "identity"
 
     def __post_init__(self) -> None:
-        if self.split not in ("all", "val"):
-            raise InputError(f"unknown split {self.split!r}; expected all or val")
+        if self.split not in SPLITS:
+            raise InputError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad:
             raise InputError(f"unknown protocol {bad[0]!r}; expected one of {', '.join(PROTOCOLS)}")
@@ -152,6 +153,15 @@ def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> d
 
 
 # -- driver ---------------------------------------------------------------------------------------------------
+def pair_split(pair: PairSpec) -> str:
+    """'train' for the volkov pairs TAR and PromptMID are trained on, else 'val' (held out, or never trained on)."""
+    if pair.dataset != "volkov_s1s2_10m":
+        return "val"
+    from osreg.train.data import volkov_split  # imports torch
+
+    return volkov_split(pair.name + ".png")
+
+
 def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, overwrite: bool = False, progress: bool = False
                   ) -> dict[str, str]:
     """Run the benchmark and write its report; returns the written paths by kind."""
@@ -159,10 +169,8 @@ def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, overwrite: bool = F
     paths = {k: out / v for k, v in REPORT_FILES.items()}
     check_can_write(paths.values(), overwrite)
     pairs = load_pairs(cfg.data_dir, cfg.datasets, cfg.volkov_gt)
-    if cfg.split == "val":  # the pairs held out from training (osreg.train.data)
-        from osreg.train.data import volkov_split
-
-        pairs = [p for p in pairs if p.dataset != "volkov_s1s2_10m" or volkov_split(p.name + ".png") == "val"]
+    if cfg.split != "all":
+        pairs = [p for p in pairs if pair_split(p) == cfg.split]
     if cfg.max_pairs:
         by_ds: dict[str, list[PairSpec]] = {}
         for p in pairs:

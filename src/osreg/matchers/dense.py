@@ -8,6 +8,8 @@ Coordinates: coarse cell (i, j) is represented by fine pixel (4i + 2, 4j + 2), w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -76,8 +78,12 @@ def fine_refine(fine0: torch.Tensor, fine1: torch.Tensor, b: torch.Tensor, xy0_f
 
 def dense_matches(conf: torch.Tensor, coarse_shape0: tuple[int, int], coarse_shape1: tuple[int, int],
                   threshold: float, image_shape0: tuple[int, int], image_shape1: tuple[int, int],
-                  fine0: torch.Tensor | None = None, fine1: torch.Tensor | None = None, fine_window: int = 7):
+                  fine0: torch.Tensor | None = None, fine1: torch.Tensor | None = None, fine_window: int = 7,
+                  refine: Callable | None = None):
     """Matches of one image pair from its (1, N0, N1) coarse confidence, refined on the 1/2 maps when given.
+
+    ``refine(b, i, j, xy0, xy1) -> (offsets, spreads)`` replaces :func:`fine_refine` on the fine maps (batch item,
+    coarse cells and fine-pixel points of the matches; offsets in fine pixels from xy1).
 
     Returns numpy ``(keypoints0 (N, 2), keypoints1 (N, 2), score (N,))`` in image pixels, restricted to points
     inside both (unpadded) images.
@@ -85,10 +91,13 @@ def dense_matches(conf: torch.Tensor, coarse_shape0: tuple[int, int], coarse_sha
     b, i, j, score = coarse_matches(conf, threshold)
     k0 = cell_centres(*coarse_shape0, conf.device)[i]
     k1 = cell_centres(*coarse_shape1, conf.device)[j]
-    if fine0 is not None and fine1 is not None and len(b):
+    if (refine is not None or (fine0 is not None and fine1 is not None)) and len(b):
         xy0 = (k0 - 0.5) / 2
         xy1 = (k1 - 0.5) / 2
-        off, _ = fine_refine(fine0, fine1, b, xy0, xy1, fine_window)
+        if refine is not None:
+            off, _ = refine(b, i, j, xy0, xy1)
+        else:
+            off, _ = fine_refine(fine0, fine1, b, xy0, xy1, fine_window)
         k1 = (xy1 + off) * 2 + 0.5
     keep = (k0[:, 0] < image_shape0[1]) & (k0[:, 1] < image_shape0[0]) & (k1[:, 0] < image_shape1[1]) & \
         (k1[:, 1] < image_shape1[0])

@@ -7,9 +7,9 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +24,11 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of a training run (saved in every checkpoint). ``preset`` names the method's model preset;
-    ``prompt_weight`` weighs PromptMID's land-use consistency loss (TAR ignores it)."""
+    ``prompt_weight`` weighs PromptMID's land-use consistency loss (TAR ignores it). TAR only: ``init`` starts
+    from the weights of another checkpoint (the preset may add modules it lacks, which start fresh);
+    ``train_only="fine"`` freezes everything but the fine stage and trains it with the fine loss alone;
+    ``fine_jitter`` moves fine windows by up to that many fine pixels (see
+    :func:`osreg.train.losses.supervised_fine_loss`)."""
 
     preset: str = "default"
     steps: int = 3000
@@ -38,7 +42,16 @@ class TrainConfig:
     val_every: int = 200
     curriculum: float = 0.3
     prompt_weight: float = 0.1
+    init: str = ""
+    train_only: str = "all"
+    fine_jitter: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.train_only not in ("all", "fine"):
+            raise InputError(f"train_only must be 'all' or 'fine', got {self.train_only!r}")
+        if self.fine_jitter < 0:
+            raise InputError(f"fine_jitter must be >= 0, got {self.fine_jitter}")
 
 
 def lr_factor(step: int, total: int, warmup: int = 100) -> float:
@@ -129,9 +142,10 @@ def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Modu
         strength = min(1.0, 0.25 + 0.75 * step / max(cfg.curriculum * cfg.steps, 1))
         parts = losses(make_batch(train_pairs, rng, cfg.batch, cfg.augment, strength), gen)
         optim.zero_grad()
-        parts["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
+        if parts["loss"].requires_grad:  # not when a batch has nothing to learn from (no trusted fine truth)
+            parts["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
         sched.step()
         step += 1
         rec = {"step": step, **{k: v.item() for k, v in parts.items()}, "lr": sched.get_last_lr()[0],

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from osreg.errors import InputError
 from osreg.matchers.promptmid import build_promptmid
 from osreg.matchers.promptmid.model import PromptMIDNet, dual_softmax
 from osreg.text import load_bank
@@ -68,6 +69,9 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
           pairs: tuple[list, list] | None = None) -> Path:
     """Train the aggregator and return the path of the final checkpoint (see :func:`osreg.train.train_tar.train`
     for the arguments)."""
+    if cfg.init or cfg.train_only != "all" or cfg.fine_jitter:
+        raise InputError("init, train_only and fine_jitter are TAR training options; PromptMID trains its aggregator "
+                         "only, from scratch")
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     net = build_promptmid(cfg.preset)

@@ -36,9 +36,35 @@ def compute_losses(model: TARModel, text, opt, sar, valid, H, fine_ok, cfg: Trai
     h1, w1 = out["coarse_shape1"].tolist()
     b, i, j, q = coarse_ground_truth(H, valid, (h0, w0), (h1, w1))
     lc = focal_loss(out["conf"], b, i, j)
+
+    def refine(*match):
+        return model.fine_refine(out, *match)
+
     lf = supervised_fine_loss(out["fine0"], out["fine1"], b, i, j, q, fine_ok, w0, w1, model.cfg.fine_window,
-                              cfg.max_fine_per_item * cfg.batch, gen)
+                              cfg.max_fine_per_item * cfg.batch, gen, refine=refine, jitter=cfg.fine_jitter)
     return lc, lf, out, (b, i, j)
+
+
+def initialise(model: TARModel, path: str | Path) -> None:
+    """Load the weights of the TAR checkpoint ``path`` into ``model``. Only modules of ``model`` the checkpoint
+    lacks may be missing (they keep their fresh initialisation); anything else that does not fit is an error."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if "model" not in ck:
+        raise InputError(f"{path} is not a TAR checkpoint (no 'model' entry)")
+    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+    fresh = [k for k in missing if k.startswith("refiner.")]
+    if unexpected or len(fresh) != len(missing):
+        raise InputError(f"{path} does not fit preset model: missing {sorted(set(missing) - set(fresh))}, "
+                         f"unexpected {sorted(unexpected)}")
+    logger.info("initialised from %s (step %s); %d tensors start fresh", path, ck.get("step"), len(fresh))
+
+
+def freeze_all_but_fine(model: TARModel) -> None:
+    """Freeze every parameter outside the fine stage (the window refiner, or the fine maps without one)."""
+    fine_prefixes = ("refiner.",) if model.refiner is not None else (
+        "fine_proj.", "msfl.fine_out.", "msfl.lat1.", "msfl.lat2.", "msfl.smooth2.")
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(fine_prefixes))
 
 
 def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = False, threads: int = 2,
@@ -55,6 +81,11 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
         raise InputError(f"unknown TAR preset {cfg.preset!r}; presets: {', '.join(PRESETS)}")
     model_cfg: TARConfig = PRESETS[cfg.preset]
     model = TARModel(model_cfg)
+    if cfg.init and not resume:
+        initialise(model, cfg.init)
+    fine_only = cfg.train_only == "fine"
+    if fine_only:
+        freeze_all_but_fine(model)
     text = torch.from_numpy(load_bank(model_cfg.text_encoder).embeddings)
     train_pairs, val_pairs = pairs if pairs is not None else (load_volkov(data_dir, "train"),
                                                               load_volkov(data_dir, "val"))
@@ -62,7 +93,11 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
                 len(train_pairs), sum(p.fine_ok for p in train_pairs), len(val_pairs))
 
     def losses(batch, gen):
+        if fine_only:
+            model.eval()  # the frozen parts keep their batch-norm statistics
         lc, lf, _, _ = compute_losses(model, text, *batch, cfg, gen)
+        if fine_only:
+            return {"loss": lf, "coarse": lc.detach(), "fine": lf}
         return {"loss": lc + cfg.fine_weight * lf, "coarse": lc, "fine": lf}
 
     @torch.no_grad()
@@ -70,9 +105,13 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
         errors = []
         for opt, sar, valid, H, _ in val_batches:
             out = model(opt, sar, text, mask1=cell_mask(valid))
+
+            def refine(*match, out=out):
+                return model.fine_refine(out, *match)
+
             errors.append(match_errors(out["conf"], out["fine0"], out["fine1"], H,
                                        tuple(out["coarse_shape0"].tolist()), tuple(out["coarse_shape1"].tolist()),
-                                       model_cfg.coarse_threshold, model_cfg.fine_window))
+                                       model_cfg.coarse_threshold, model_cfg.fine_window, refine=refine))
         return summarize_validation(errors, len(val_batches) * cfg.batch)
 
     return run_training(run_dir, cfg, model, "model", model_cfg.to_dict(), train_pairs, val_pairs, losses, validate,

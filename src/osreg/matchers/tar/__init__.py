@@ -68,9 +68,12 @@ class TARMatcher(SearchMatcher):
         c0 = torch.nn.functional.avg_pool2d(torch.from_numpy(m0)[None, None].float(), 8)[:, 0] > 0.5
         c1 = torch.nn.functional.avg_pool2d(torch.from_numpy(m1)[None, None].float(), 8)[:, 0] > 0.5
         out = self.model(t0, t1, self.text, c0, c1, fine=fine, features0=features0)
+
+        def refine(b, i, j, xy0, xy1):
+            return self.model.fine_refine(out, b, i, j, xy0, xy1)
+
         return dense_matches(out["conf"], tuple(out["coarse_shape0"].tolist()), tuple(out["coarse_shape1"].tolist()),
-                             self.cfg.coarse_threshold, img0.shape, img1.shape, out.get("fine0") if fine else None,
-                             out.get("fine1") if fine else None, self.cfg.fine_window)
+                             self.cfg.coarse_threshold, img0.shape, img1.shape, refine=refine if fine else None)
 
     def _optical_features(self, img0, mask0):
         with torch.inference_mode():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from osreg.errors import InputError
 from osreg.matchers.search import DenseMatcherConfig
@@ -18,6 +18,8 @@ class TARConfig(DenseMatcherConfig):
         n_heads: attention heads; layers: attention layer types in order ("self" / "cross").
         text_encoder: identity of the text bank used by TAFE; text_dim: its embedding width.
         use_text: inject text descriptors (False: the TAFE ablation, same weights, gated residual skipped).
+        fine_attention: refine coarse matches with self- and cross-attention between the two fine windows
+            (:class:`~osreg.matchers.tar.model.FineWindowRefiner`) instead of a plain correlation window.
         temperature, coarse_threshold, fine_window: see :class:`~osreg.matchers.search.DenseMatcherConfig`.
         max_side, rotations, scales, search_side, rectify_iterations, accept_inliers, accept_ratio: see
             :class:`~osreg.matchers.search.SearchConfig`. TAR stops its search at a hypothesis with 80 coarse
@@ -35,6 +37,7 @@ class TARConfig(DenseMatcherConfig):
     text_encoder: str = "minilm-l6-v2"
     text_dim: int = 384
     use_text: bool = True
+    fine_attention: bool = False
     accept_inliers: int = 80
     accept_ratio: float = 0.5
 
@@ -46,6 +49,8 @@ class TARConfig(DenseMatcherConfig):
 
 PRESETS: dict[str, TARConfig] = {
     "default": TARConfig(),
+    "fine_attention": TARConfig(fine_attention=True),
     "tiny": TARConfig(stem_channels=8, trunk_channels=(16, 32), d_model=32, fine_dim=16, n_heads=2,
                       layers=("self", "cross"), max_side=256, search_side=128),
 }
+PRESETS["tiny_fine_attention"] = replace(PRESETS["tiny"], fine_attention=True)

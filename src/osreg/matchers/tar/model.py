@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osreg.matchers.dense import fine_refine, sample_at, window_offsets
 from osreg.matchers.tar.config import TARConfig
 
 
@@ -169,6 +170,71 @@ class LinearAttentionLayer(nn.Module):
         return x + self.norm2(self.mlp(torch.cat([x, msg], -1)))
 
 
+class WindowAttentionLayer(nn.Module):
+    """Softmax attention between the tokens of matched windows (a few dozen per window), LoFTR's layer layout."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.h = heads
+        self.q, self.k, self.v = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+        self.merge = nn.Linear(d, d, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * d, 2 * d, bias=False), nn.ReLU(True), nn.Linear(2 * d, d, bias=False))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        n, k, d = x.shape
+        q = self.q(x).view(n, k, self.h, -1).transpose(1, 2)
+        key = self.k(src).view(n, src.shape[1], self.h, -1).transpose(1, 2)
+        v = self.v(src).view(n, src.shape[1], self.h, -1).transpose(1, 2)
+        msg = F.scaled_dot_product_attention(q, key, v).transpose(1, 2).reshape(n, k, d)
+        msg = self.norm1(self.merge(msg))
+        return x + self.norm2(self.mlp(torch.cat([x, msg], -1)))
+
+
+class FineWindowRefiner(nn.Module):
+    """CFDM's fine stage with window attention (``TARConfig.fine_attention``), as in LoFTR's fine matching.
+
+    For each coarse match, a ``fine_window`` x ``fine_window`` window of the 1/2 map is read around its point in
+    each image; every window token gets the match's coarse token (after TAFE and the coarse transformer) and a
+    learned position; a self- and a cross-attention layer let the two windows exchange context across the
+    modality gap; the centre token of window 0 is then located in window 1 by the expectation of a softmax over
+    their dot products (sub-pixel, with its spread as uncertainty).
+    """
+
+    def __init__(self, cfg: TARConfig) -> None:
+        super().__init__()
+        d = cfg.fine_dim
+        self.window = cfg.fine_window
+        self.coarse_proj = nn.Linear(cfg.d_model, d)
+        self.merge = nn.Linear(2 * d, d)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, cfg.fine_window**2, d))
+        self.layers = nn.ModuleList([WindowAttentionLayer(d, 2) for _ in range(2)])  # self, cross
+
+    def forward(self, fine0: torch.Tensor, fine1: torch.Tensor, tokens0: torch.Tensor, tokens1: torch.Tensor,
+                b: torch.Tensor, i: torch.Tensor, j: torch.Tensor, xy0: torch.Tensor, xy1: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """fine0/1: (B, C, h, w) fine maps; tokens0/1: (B, N, d_model) coarse tokens; b, i, j: batch item and
+        coarse cells of each match; xy0, xy1: (M, 2) fine-pixel window centres. Returns offsets (M, 2) in fine
+        pixels from xy1 and the heatmap spread (M,)."""
+        if len(b) == 0:
+            return fine0.new_zeros((0, 2)), fine0.new_zeros(0)
+        offs = window_offsets(self.window, fine0.device)
+        k = len(offs)
+        w0 = sample_at(fine0, b, xy0[:, None, :] + offs[None])  # M, K, C
+        w1 = sample_at(fine1, b, xy1[:, None, :] + offs[None])
+        c0 = self.coarse_proj(tokens0[b, i])[:, None].expand(-1, k, -1)
+        c1 = self.coarse_proj(tokens1[b, j])[:, None].expand(-1, k, -1)
+        w0 = self.merge(torch.cat([w0, c0], -1)) + self.pos
+        w1 = self.merge(torch.cat([w1, c1], -1)) + self.pos
+        w0, w1 = self.layers[0](w0, w0), self.layers[0](w1, w1)
+        w0, w1 = self.layers[1](w0, w1), self.layers[1](w1, w0)
+        centre = w0[:, k // 2]
+        heat = torch.softmax(torch.einsum("mc,mkc->mk", centre, w1) / centre.shape[-1] ** 0.5, dim=1)
+        mean = heat @ offs
+        var = (heat[..., None] * (offs[None] - mean[:, None]) ** 2).sum(1).sum(-1)
+        return mean, var.clamp(min=1e-10).sqrt()
+
+
 class TARModel(nn.Module):
     """The full network. :meth:`forward` returns coarse features, the dual-softmax confidence matrix and fine maps;
     :mod:`osreg.matchers.dense` turns them into matches."""
@@ -180,6 +246,7 @@ class TARModel(nn.Module):
         self.tafe = TAFE(cfg)
         self.layers = nn.ModuleList([LinearAttentionLayer(cfg.d_model, cfg.n_heads) for _ in cfg.layers])
         self.fine_proj = nn.Conv2d(cfg.fine_dim, cfg.fine_dim, 1)
+        self.refiner = FineWindowRefiner(cfg) if cfg.fine_attention else None
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, text: torch.Tensor | None,
                 mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None, use_text: bool | None = None,
@@ -216,6 +283,16 @@ class TARModel(nn.Module):
         if fine:
             out["fine0"] = self.fine_proj(f0)
             out["fine1"] = self.fine_proj(f1)
+            out["tokens0"], out["tokens1"] = t0, t1
         out["coarse_shape0"] = torch.tensor([h0, w0])
         out["coarse_shape1"] = torch.tensor([h1, w1])
         return out
+
+    def fine_refine(self, out: dict[str, torch.Tensor], b: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+                    xy0: torch.Tensor, xy1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fine offsets (fine px from xy1) and spreads of matches (b, i, j) at fine-pixel points xy0 / xy1, from the
+        output of :meth:`forward` (with ``fine=True``): the window-attention refiner when the model has one, else
+        the plain correlation window of :func:`osreg.matchers.dense.fine_refine`."""
+        if self.refiner is not None:
+            return self.refiner(out["fine0"], out["fine1"], out["tokens0"], out["tokens1"], b, i, j, xy0, xy1)
+        return fine_refine(out["fine0"], out["fine1"], b, xy0, xy1, self.cfg.fine_window)
