@@ -207,3 +207,12 @@ def test_shipped_aggregator_recovers_quarter_turned_demo(shipped):
     assert res.info["hypothesis"]["rotation"] == 90
     est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
     assert np.median(grid_error(est.H, R @ D)) < TOLERANCE_PX
+
+
+def test_tar_only_training_options_are_refused(tmp_path):
+    from osreg.train.train_promptmid import train
+
+    with pytest.raises(InputError, match=r"^init, train_only and fine_jitter are TAR training options"):
+        train(None, str(tmp_path / "run"), TrainConfig(preset="tiny", train_only="fine"), pairs=([], []))
+    with pytest.raises(InputError, match=r"^train_only must be 'all' or 'fine', got 'coarse'$"):
+        TrainConfig(train_only="coarse")
