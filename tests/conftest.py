@@ -88,6 +88,19 @@ def grid_error(H, D):
     return np.linalg.norm(apply_transform(H, g) - apply_transform(D, g), axis=1)
 
 
+def quarter_turned_demo(matcher):
+    """The demo pair with its SAR turned by 270 degrees, matched by ``matcher``: returns the match result and the
+    median grid error (px) of a homography fitted to its matches."""
+    from osreg.geometry import GeometryConfig, estimate_transform
+    from osreg.matchers.search import rotate_with_matrix
+
+    opt, sar, mask, D = demo_rotated_case(0, 1.0)
+    s2, m2, R = rotate_with_matrix(sar, mask, 270)
+    res = matcher.match(opt, s2.copy(), None, m2.copy())
+    est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
+    return res, float(np.median(grid_error(est.H, R @ D)))
+
+
 def synthetic_train_pairs(n: int = 3, size: int = 160) -> list:
     """Training pairs of textured images and their contrast-reversed, noisy copies (exact ground truth)."""
     from osreg.train.data import TrainPair

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import demo_rotated_case, grid_error, train_tiny
+from conftest import demo_rotated_case, grid_error, quarter_turned_demo, train_tiny
 
 from osreg.matchers.tar import TARMatcher, load_tar
 from osreg.matchers.tar.config import PRESETS, TARConfig
@@ -100,15 +100,9 @@ def test_shipped_weights_recover_quarter_turned_demo(shipped):
     """The committed demo pair (a held-out volkov pair, never trained on) with the SAR turned by 270 degrees:
     the search finds the turn and the registration is within 2 px (the pair's own alignment is ~1 px;
     measured median 1.05 px)."""
-    from osreg.geometry import GeometryConfig, estimate_transform
-    from osreg.matchers.search import rotate_with_matrix
-
-    opt, sar, mask, D = demo_rotated_case(0, 1.0)
-    s2, m2, R = rotate_with_matrix(sar, mask, 270)
-    res = shipped.match(opt, s2.copy(), None, m2.copy())
+    res, error = quarter_turned_demo(shipped)
     assert res.info["hypothesis"]["rotation"] == 90
-    est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
-    assert np.median(grid_error(est.H, R @ D)) < TOLERANCE_PX
+    assert error < TOLERANCE_PX
 
 
 def test_shipped_weights_stop_the_search_on_the_upright_demo(shipped):

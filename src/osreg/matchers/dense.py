@@ -70,20 +70,34 @@ def fine_refine(fine0: torch.Tensor, fine1: torch.Tensor, b: torch.Tensor, xy0_f
     f0 = F.normalize(sample_at(fine0, b, xy0_fine[:, None, :])[:, 0], dim=-1)  # N, C
     offs = window_offsets(window, fine0.device)
     f1 = F.normalize(sample_at(fine1, b, xy1_fine[:, None, :] + offs[None]), dim=-1)  # N, K, C
-    heat = torch.softmax(torch.einsum("nc,nkc->nk", f0, f1) / temperature, dim=1)
+    return window_expectation(torch.softmax(torch.einsum("nc,nkc->nk", f0, f1) / temperature, dim=1), offs)
+
+
+def window_expectation(heat: torch.Tensor, offs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected offset (N, 2) under heatmaps ``heat`` (N, K) over window offsets ``offs`` (K, 2), and the heatmaps'
+    standard deviation (N,)."""
     mean = heat @ offs
     var = (heat[..., None] * (offs[None] - mean[:, None]) ** 2).sum(1).sum(-1)
     return mean, var.clamp(min=1e-10).sqrt()
 
 
+def window_refiner(fine0: torch.Tensor, fine1: torch.Tensor, window: int) -> Callable:
+    """:func:`fine_refine` on these fine maps as a ``refine(b, i, j, xy0, xy1) -> (offsets, spreads)`` callable
+    (the form :func:`dense_matches` and the training losses take; the coarse cells i, j are not needed)."""
+
+    def refine(b, i, j, xy0, xy1):
+        return fine_refine(fine0, fine1, b, xy0, xy1, window)
+
+    return refine
+
+
 def dense_matches(conf: torch.Tensor, coarse_shape0: tuple[int, int], coarse_shape1: tuple[int, int],
                   threshold: float, image_shape0: tuple[int, int], image_shape1: tuple[int, int],
-                  fine0: torch.Tensor | None = None, fine1: torch.Tensor | None = None, fine_window: int = 7,
                   refine: Callable | None = None):
-    """Matches of one image pair from its (1, N0, N1) coarse confidence, refined on the 1/2 maps when given.
+    """Matches of one image pair from its (1, N0, N1) coarse confidence, refined when ``refine`` is given.
 
-    ``refine(b, i, j, xy0, xy1) -> (offsets, spreads)`` replaces :func:`fine_refine` on the fine maps (batch item,
-    coarse cells and fine-pixel points of the matches; offsets in fine pixels from xy1).
+    ``refine(b, i, j, xy0, xy1) -> (offsets, spreads)`` takes the batch item, coarse cells and fine-pixel points of
+    the matches and returns offsets in fine pixels from xy1 (e.g. :func:`window_refiner`).
 
     Returns numpy ``(keypoints0 (N, 2), keypoints1 (N, 2), score (N,))`` in image pixels, restricted to points
     inside both (unpadded) images.
@@ -91,13 +105,9 @@ def dense_matches(conf: torch.Tensor, coarse_shape0: tuple[int, int], coarse_sha
     b, i, j, score = coarse_matches(conf, threshold)
     k0 = cell_centres(*coarse_shape0, conf.device)[i]
     k1 = cell_centres(*coarse_shape1, conf.device)[j]
-    if (refine is not None or (fine0 is not None and fine1 is not None)) and len(b):
-        xy0 = (k0 - 0.5) / 2
+    if refine is not None and len(b):
         xy1 = (k1 - 0.5) / 2
-        if refine is not None:
-            off, _ = refine(b, i, j, xy0, xy1)
-        else:
-            off, _ = fine_refine(fine0, fine1, b, xy0, xy1, fine_window)
+        off, _ = refine(b, i, j, (k0 - 0.5) / 2, xy1)
         k1 = (xy1 + off) * 2 + 0.5
     keep = (k0[:, 0] < image_shape0[1]) & (k0[:, 1] < image_shape0[0]) & (k1[:, 0] < image_shape1[1]) & \
         (k1[:, 1] < image_shape1[0])

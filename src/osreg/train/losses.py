@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from osreg.matchers.dense import cell_centres, coarse_matches, fine_refine
+from osreg.matchers.dense import cell_centres, coarse_matches
 
 
 def apply_h(H: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -59,17 +59,16 @@ def _fine_xy(idx: torch.Tensor, w: int) -> torch.Tensor:
     return torch.stack([(idx % w) * 4 + 2, (idx // w) * 4 + 2], 1).float()
 
 
-def supervised_fine_loss(fine0, fine1, b, i, j, q, fine_ok: torch.Tensor, w0: int, w1: int, window: int,
-                         max_n: int, gen: torch.Generator, refine=None, jitter: int = 0) -> torch.Tensor:
+def supervised_fine_loss(refine, b, i, j, q, fine_ok: torch.Tensor, w0: int, w1: int, window: int,
+                         max_n: int, gen: torch.Generator, jitter: int = 0) -> torch.Tensor:
     """Fine loss at the true coarse matches (b, i, j, true position q) of the batch items whose sub-pixel ground
     truth is trusted (``fine_ok``), at most ``max_n`` of them, where the truth lies inside the refinement window.
 
-    ``refine(b, i, j, xy0, xy1)`` replaces the plain correlation window (see :func:`dense.dense_matches`);
-    ``jitter`` moves each window-1 centre by a random whole number of fine pixels up to that many, so that the
+    ``refine(b, i, j, xy0, xy1)`` is the fine stage (see :func:`osreg.matchers.dense.dense_matches`); ``jitter`` moves each window-1 centre by a random whole number of fine pixels up to that many, so that the
     refinement also learns the offsets of a coarse match one cell off (as after an imperfect rectification)."""
     sel = torch.nonzero(fine_ok[b]).squeeze(1)
     if len(sel) == 0:
-        return fine0.sum() * 0
+        return q.new_zeros(())
     if len(sel) > max_n:
         sel = sel[torch.randperm(len(sel), generator=gen)[:max_n]]
     xy0, xy1 = _fine_xy(i[sel], w0), _fine_xy(j[sel], w1)
@@ -77,16 +76,13 @@ def supervised_fine_loss(fine0, fine1, b, i, j, q, fine_ok: torch.Tensor, w0: in
         xy1 = xy1 + torch.randint(-jitter, jitter + 1, xy1.shape, generator=gen).float()
     target = (q[sel] - 0.5) / 2 - xy1
     inwin = (target.abs() <= window // 2).all(1)
-    if refine is None:
-        pred, std = fine_refine(fine0, fine1, b[sel][inwin], xy0[inwin], xy1[inwin], window)
-    else:
-        pred, std = refine(b[sel][inwin], i[sel][inwin], j[sel][inwin], xy0[inwin], xy1[inwin])
+    pred, std = refine(b[sel][inwin], i[sel][inwin], j[sel][inwin], xy0[inwin], xy1[inwin])
     return fine_loss(pred, std, target[inwin])
 
 
 @torch.no_grad()
-def match_errors(conf, fine0, fine1, H: torch.Tensor, shape0: tuple[int, int], shape1: tuple[int, int],
-                 threshold: float, window: int, refine=None) -> torch.Tensor:
+def match_errors(conf, refine, H: torch.Tensor, shape0: tuple[int, int], shape1: tuple[int, int],
+                 threshold: float) -> torch.Tensor:
     """True error (image px) of every predicted, fine-refined match of a batch under its samples' homographies
     (``refine`` as in :func:`supervised_fine_loss`)."""
     b, i, j, _ = coarse_matches(conf, threshold)
@@ -95,5 +91,5 @@ def match_errors(conf, fine0, fine1, H: torch.Tensor, shape0: tuple[int, int], s
     qt = q[:, :2] / q[:, 2:3]  # true position of each match's optical point under its sample's H
     xy1 = _fine_xy(j, shape1[1])
     xy0 = _fine_xy(i, shape0[1])
-    off, _ = fine_refine(fine0, fine1, b, xy0, xy1, window) if refine is None else refine(b, i, j, xy0, xy1)
+    off, _ = refine(b, i, j, xy0, xy1)
     return ((xy1 + off) * 2 + 0.5 - qt).norm(dim=1)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from osreg.errors import InputError
+from osreg.matchers.dense import window_refiner
 from osreg.matchers.promptmid import build_promptmid
 from osreg.matchers.promptmid.model import PromptMIDNet, dual_softmax
 from osreg.text import load_bank
@@ -55,7 +56,8 @@ def compute_losses(net: PromptMIDNet, text, opt, sar, valid, H, fine_ok, cfg: Tr
     conf = dual_softmax(c0, c1, net.cfg.temperature, mask1=cell_mask(valid))
     b, i, j, q = coarse_ground_truth(H, valid, (h0, w0), (h1, w1))
     lc = -conf[b, i, j].clamp_min(1e-8).log().mean() if len(b) else conf.sum() * 0
-    lf = supervised_fine_loss(out["fine"][:n], out["fine"][n:], b, i, j, q, fine_ok, w0, w1, net.cfg.fine_window,
+    refine = window_refiner(out["fine"][:n], out["fine"][n:], net.cfg.fine_window)
+    lf = supervised_fine_loss(refine, b, i, j, q, fine_ok, w0, w1, net.cfg.fine_window,
                               cfg.max_fine_per_item * cfg.batch, gen)
     parts = {"coarse": lc, "fine": lf}
     loss = lc + cfg.fine_weight * lf
@@ -88,9 +90,9 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
             out = net(torch.cat([opt, sar]), text)
             n = opt.shape[0]
             conf = dual_softmax(out["coarse"][:n], out["coarse"][n:], net.cfg.temperature, mask1=cell_mask(valid))
-            errors.append(match_errors(conf, out["fine"][:n], out["fine"][n:], H, tuple(out["coarse"].shape[-2:]),
-                                       tuple(out["coarse"].shape[-2:]), net.cfg.coarse_threshold,
-                                       net.cfg.fine_window))
+            refine = window_refiner(out["fine"][:n], out["fine"][n:], net.cfg.fine_window)
+            errors.append(match_errors(conf, refine, H, tuple(out["coarse"].shape[-2:]),
+                                       tuple(out["coarse"].shape[-2:]), net.cfg.coarse_threshold))
         return summarize_validation(errors, len(val_batches) * cfg.batch)
 
     return run_training(run_dir, cfg, net.aggregator, "aggregator", net.cfg.to_dict(), train_pairs, val_pairs,

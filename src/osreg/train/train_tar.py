@@ -40,8 +40,8 @@ def compute_losses(model: TARModel, text, opt, sar, valid, H, fine_ok, cfg: Trai
     def refine(*match):
         return model.fine_refine(out, *match)
 
-    lf = supervised_fine_loss(out["fine0"], out["fine1"], b, i, j, q, fine_ok, w0, w1, model.cfg.fine_window,
-                              cfg.max_fine_per_item * cfg.batch, gen, refine=refine, jitter=cfg.fine_jitter)
+    lf = supervised_fine_loss(refine, b, i, j, q, fine_ok, w0, w1, model.cfg.fine_window,
+                              cfg.max_fine_per_item * cfg.batch, gen, jitter=cfg.fine_jitter)
     return lc, lf, out, (b, i, j)
 
 
@@ -109,9 +109,8 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
             def refine(*match, out=out):
                 return model.fine_refine(out, *match)
 
-            errors.append(match_errors(out["conf"], out["fine0"], out["fine1"], H,
-                                       tuple(out["coarse_shape0"].tolist()), tuple(out["coarse_shape1"].tolist()),
-                                       model_cfg.coarse_threshold, model_cfg.fine_window, refine=refine))
+            errors.append(match_errors(out["conf"], refine, H, tuple(out["coarse_shape0"].tolist()),
+                                       tuple(out["coarse_shape1"].tolist()), model_cfg.coarse_threshold))
         return summarize_validation(errors, len(val_batches) * cfg.batch)
 
     return run_training(run_dir, cfg, model, "model", model_cfg.to_dict(), train_pairs, val_pairs, losses, validate,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from osreg.errors import InputError, WeightsNotFoundError
-from osreg.matchers.dense import dense_matches
+from osreg.matchers.dense import dense_matches, window_refiner
 from osreg.matchers.promptmid.config import PRESETS, PromptMIDConfig
 from osreg.matchers.promptmid.model import PromptMIDNet, dual_softmax
 from osreg.matchers.search import SearchMatcher, pad_to_multiple
@@ -123,10 +123,9 @@ class PromptMIDMatcher(SearchMatcher):
     def _pair(self, img0, mask0, img1, mask1, fine: bool, out0: dict):
         out1 = self._describe(img1, mask1, fine)
         conf = dual_softmax(out0["coarse"], out1["coarse"], self.cfg.temperature, out0["cells"], out1["cells"])
+        refine = window_refiner(out0["fine"], out1["fine"], self.cfg.fine_window) if fine else None
         return dense_matches(conf, tuple(out0["coarse"].shape[-2:]), tuple(out1["coarse"].shape[-2:]),
-                             self.cfg.coarse_threshold, img0.shape, img1.shape,
-                             out0.get("fine") if fine else None, out1.get("fine") if fine else None,
-                             self.cfg.fine_window)
+                             self.cfg.coarse_threshold, img0.shape, img1.shape, refine)
 
     def _optical_features(self, img0, mask0):
         return self._describe(img0, mask0, fine=False)

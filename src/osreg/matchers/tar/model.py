@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from osreg.matchers.dense import fine_refine, sample_at, window_offsets
+from osreg.matchers.dense import (
+    sample_at,
+    window_expectation,
+    window_offsets,
+    window_refiner,
+)
 from osreg.matchers.tar.config import TARConfig
 
 
@@ -154,6 +159,11 @@ class LinearAttentionLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
 
     def forward(self, x: torch.Tensor, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        msg = self.norm1(self.merge(self._message(x, src, src_mask)))
+        return x + self.norm2(self.mlp(torch.cat([x, msg], -1)))
+
+    def _message(self, x: torch.Tensor, src: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention of x (B, N, d) over src, (B, N, d) before the merge."""
         b, n, d = x.shape
         q = F.elu(self.q(x).view(b, n, self.h, -1)) + 1
         k = F.elu(self.k(src).view(b, src.shape[1], self.h, -1)) + 1
@@ -165,30 +175,18 @@ class LinearAttentionLayer(nn.Module):
         v = v / length
         kv = torch.einsum("bshd,bshv->bhdv", k, v)
         z = 1.0 / (torch.einsum("bnhd,bhd->bnh", q, k.sum(1)) + 1e-6)
-        msg = torch.einsum("bnhd,bhdv,bnh->bnhv", q, kv, z) * length
-        msg = self.norm1(self.merge(msg.reshape(b, n, d)))
-        return x + self.norm2(self.mlp(torch.cat([x, msg], -1)))
+        return (torch.einsum("bnhd,bhdv,bnh->bnhv", q, kv, z) * length).reshape(b, n, d)
 
 
-class WindowAttentionLayer(nn.Module):
-    """Softmax attention between the tokens of matched windows (a few dozen per window), LoFTR's layer layout."""
+class WindowAttentionLayer(LinearAttentionLayer):
+    """The same layer with softmax attention, for the few dozen tokens of matched fine windows."""
 
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.h = heads
-        self.q, self.k, self.v = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
-        self.merge = nn.Linear(d, d, bias=False)
-        self.mlp = nn.Sequential(nn.Linear(2 * d, 2 * d, bias=False), nn.ReLU(True), nn.Linear(2 * d, d, bias=False))
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-
-    def forward(self, x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    def _message(self, x: torch.Tensor, src: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
         n, k, d = x.shape
         q = self.q(x).view(n, k, self.h, -1).transpose(1, 2)
         key = self.k(src).view(n, src.shape[1], self.h, -1).transpose(1, 2)
         v = self.v(src).view(n, src.shape[1], self.h, -1).transpose(1, 2)
-        msg = F.scaled_dot_product_attention(q, key, v).transpose(1, 2).reshape(n, k, d)
-        msg = self.norm1(self.merge(msg))
-        return x + self.norm2(self.mlp(torch.cat([x, msg], -1)))
+        return F.scaled_dot_product_attention(q, key, v).transpose(1, 2).reshape(n, k, d)
 
 
 class FineWindowRefiner(nn.Module):
@@ -229,10 +227,8 @@ class FineWindowRefiner(nn.Module):
         w0, w1 = self.layers[0](w0, w0), self.layers[0](w1, w1)
         w0, w1 = self.layers[1](w0, w1), self.layers[1](w1, w0)
         centre = w0[:, k // 2]
-        heat = torch.softmax(torch.einsum("mc,mkc->mk", centre, w1) / centre.shape[-1] ** 0.5, dim=1)
-        mean = heat @ offs
-        var = (heat[..., None] * (offs[None] - mean[:, None]) ** 2).sum(1).sum(-1)
-        return mean, var.clamp(min=1e-10).sqrt()
+        return window_expectation(torch.softmax(torch.einsum("mc,mkc->mk", centre, w1) / centre.shape[-1] ** 0.5, 1),
+                                  offs)
 
 
 class TARModel(nn.Module):
@@ -295,4 +291,4 @@ class TARModel(nn.Module):
         the plain correlation window of :func:`osreg.matchers.dense.fine_refine`."""
         if self.refiner is not None:
             return self.refiner(out["fine0"], out["fine1"], out["tokens0"], out["tokens1"], b, i, j, xy0, xy1)
-        return fine_refine(out["fine0"], out["fine1"], b, xy0, xy1, self.cfg.fine_window)
+        return window_refiner(out["fine0"], out["fine1"], self.cfg.fine_window)(b, i, j, xy0, xy1)
