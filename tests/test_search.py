@@ -56,6 +56,29 @@ def test_early_stop_accepts_the_first_consistent_hypothesis():
     assert GridMatcher(accept_inliers=37).match(img, img).info["hypotheses_scored"] == 24
 
 
+def test_template_refinement_sharpens_the_final_matches():
+    import cv2
+
+    from osreg.geometry import GeometryConfig, apply_transform, estimate_transform
+
+    img = textured((256, 256), seed=5)
+    shift = np.array([3.4, -2.3])  # SAR px = optical px + shift; the grid matches claim the identity
+    sar = cv2.warpAffine(img, np.array([[1, 0, shift[0]], [0, 1, shift[1]]]), (256, 256), flags=cv2.INTER_CUBIC)
+    centre = np.array([[128.0, 128.0]])
+
+    def error(res):
+        est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
+        return float(np.linalg.norm(apply_transform(est.H, centre) - (centre + shift)))
+
+    plain = GridMatcher(rotations=0, scales=1).match(img, sar)
+    assert "template_refine" not in plain.info
+    assert error(plain) == pytest.approx(np.hypot(*shift), abs=1e-6)
+    refined = GridMatcher(rotations=0, scales=1, template_refine=True).match(img, sar)
+    assert refined.info["template_refine"] == "applied"
+    assert refined.info["template_passes"] >= 1
+    assert error(refined) < 0.3
+
+
 def test_bad_search_config_is_refused():
     with pytest.raises(InputError, match=r"accept_inliers must be >= 0 and accept_ratio in \[0, 1\], got -1 and 0.5"):
         SearchConfig(accept_inliers=-1)
@@ -63,6 +86,8 @@ def test_bad_search_config_is_refused():
         SearchConfig(accept_inliers=10, accept_ratio=1.5)
     with pytest.raises(InputError, match=r"rotations must list at least one value, got \(\)"):
         SearchConfig(rotations=())
+    with pytest.raises(InputError, match=r"template_radius must be at least 2 px, got 0"):
+        SearchConfig(template_radius=0)
     # the dense-matching settings shared by TAR and PromptMID are checked once, for both
     from osreg.matchers.promptmid.config import PromptMIDConfig
     from osreg.matchers.tar.config import TARConfig

@@ -82,6 +82,17 @@ def transfer_error(H: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarra
     return np.linalg.norm(apply_transform(H, xy0) - np.asarray(xy1, dtype=np.float64).reshape(-1, 2), axis=1)
 
 
+def rectify(img: np.ndarray, mask: np.ndarray, F: np.ndarray, shape0: tuple[int, int]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Resample img into the optical frame: pixel p of the result shows img at F(p)."""
+    size = (shape0[1], shape0[0])
+    out = cv2.warpPerspective(img, F, size, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderValue=0)
+    out = np.clip(out, 0.0, 1.0)
+    m = cv2.warpPerspective(mask.astype(np.uint8), F, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                            borderValue=0) > 0
+    return out.astype(np.float32), m
+
+
 def _usac_params(cfg: GeometryConfig) -> cv2.UsacParams:
     p = cv2.UsacParams()
     p.sampler = cv2.SAMPLING_UNIFORM

@@ -145,6 +145,8 @@ def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> d
     row["verdict"] = verdict.label
     row["inliers"] = est.n_inliers
     row["hypotheses_scored"] = matches.info.get("hypotheses_scored", "")  # search matchers only
+    row["template_refine"] = matches.info.get("template_refine", "")  # search matchers with template_refine
+    row["template_correction_px"] = matches.info.get("template_correction_px", "")
     row.update(pair_metrics(matches, est, pp.gt, pp.img0.shape[1], pp.img0.shape[0]))
     row["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     row["gt_note"] = pp.gt.note

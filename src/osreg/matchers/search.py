@@ -21,8 +21,9 @@ import numpy as np
 
 from osreg.configs import DictConfig
 from osreg.errors import InputError
-from osreg.geometry import GeometryConfig, apply_transform, estimate_transform
+from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
 from osreg.matchers.base import Matcher
+from osreg.matchers.template_refine import refine_with_templates
 from osreg.types import MatchResult
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,12 @@ class SearchConfig(DictConfig):
             coarse inliers, making up at least ``accept_ratio`` of its matches (hypotheses are tried from the
             identity outwards); 0 always scores every hypothesis.
         accept_ratio: see ``accept_inliers``.
+        template_refine: refine the final matches by CFOG template matching on the pair rectified by their
+            homography (:mod:`osreg.matchers.template_refine`); kept only where it agrees with them.
+        template_radius: CFOG search radius (pixels) of ``template_refine``.
+        template_min_correction: ``template_refine`` keeps the matcher's own matches when the templates move its
+            homography by less than this (median px over the image): they confirm it, and on 20 volkov training
+            pairs the matcher's own matches were then the more precise in 4 of 6 cases (docs/tar.md).
     """
 
     max_side: int = 512
@@ -56,6 +63,9 @@ class SearchConfig(DictConfig):
     rectify_iterations: int = 2
     accept_inliers: int = 0
     accept_ratio: float = 0.5
+    template_refine: bool = False
+    template_radius: int = 12
+    template_min_correction: float = 1.5
 
     def __post_init__(self) -> None:
         # a single value is a one-element search (``tar[rotations=0,scales=1]`` on the command line disables it)
@@ -68,6 +78,8 @@ class SearchConfig(DictConfig):
         if self.accept_inliers < 0 or not 0.0 <= self.accept_ratio <= 1.0:
             raise InputError(f"accept_inliers must be >= 0 and accept_ratio in [0, 1], got {self.accept_inliers} "
                              f"and {self.accept_ratio}")
+        if self.template_radius < 2:
+            raise InputError(f"template_radius must be at least 2 px, got {self.template_radius}")
 
     def hypothesis_order(self) -> list[tuple[float, float]]:
         """Every (rotation, scale) pair, nearest the identity first: by angular distance from 0 degrees, then by
@@ -136,17 +148,6 @@ def rotate_with_matrix(img: np.ndarray, mask: np.ndarray, angle: float) -> tuple
     out = cv2.warpAffine(img, R[:2], (nw, nh), flags=cv2.INTER_LINEAR, borderValue=0)
     m = cv2.warpAffine(mask.astype(np.uint8), R[:2], (nw, nh), flags=cv2.INTER_NEAREST, borderValue=0) > 0
     return out, m, R
-
-
-def rectify(img: np.ndarray, mask: np.ndarray, F: np.ndarray, shape0: tuple[int, int]
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample img into the optical frame: pixel p of the result shows img at F(p)."""
-    size = (shape0[1], shape0[0])
-    out = cv2.warpPerspective(img, F, size, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderValue=0)
-    out = np.clip(out, 0.0, 1.0)
-    m = cv2.warpPerspective(mask.astype(np.uint8), F, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                            borderValue=0) > 0
-    return out.astype(np.float32), m
 
 
 class SearchMatcher(Matcher):
@@ -232,4 +233,9 @@ class SearchMatcher(Matcher):
             info["rectified"] = True
         k0, k1, conf = self._final(image0, mask0, i1.astype(np.float32), m1)
         k1 = apply_transform(np.linalg.inv(T), k1) if len(k1) else k1
+        if self.cfg.template_refine:
+            (k0, k1, conf), report = refine_with_templates(image0, mask0, image1, mask1, (k0, k1, conf),
+                                                           self.cfg.template_radius,
+                                                           min_correction=self.cfg.template_min_correction)
+            info.update(report)
         return MatchResult(k0, k1, conf, info)

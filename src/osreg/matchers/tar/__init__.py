@@ -3,7 +3,8 @@
 Large deformations: the network is trained with rotations up to +-50 degrees and scales 0.625-1.6; at test time
 the SAR is searched over rotations in 45-degree steps and a few scales (``TARConfig.rotations`` / ``scales``) at
 a low working resolution, the hypothesis with the most geometrically consistent coarse matches rectifies the SAR,
-and the full coarse-to-fine pass runs on it (:mod:`osreg.matchers.search`).
+and the full coarse-to-fine pass runs on it (:mod:`osreg.matchers.search`). CFOG template matching on the pair
+aligned by TAR's matches then sharpens them where it agrees (:mod:`osreg.matchers.template_refine`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def load_tar(weights: str | Path | None = None, **overrides) -> TARModel:
 
 class TARMatcher(SearchMatcher):
     """``--method tar``. Options: ``weights`` (checkpoint path), ``use_text`` (False: the TAFE ablation),
-    ``rotations``, ``scales`` (test-time search; ``rotations=(0,), scales=(1.0,)`` disables it)."""
+    ``rotations``, ``scales`` (test-time search; ``rotations=(0,), scales=(1.0,)`` disables it),
+    ``template_refine`` (False: TAR's own matches, without the CFOG template refinement)."""
 
     name = "tar"
     min_size = 64

@@ -1,0 +1,110 @@
+"""Template refinement of a dense matcher's result: CFOG template matching on the pair it has nearly aligned.
+
+A dense matcher's matches pin the transform down to a pixel or a few (the coarse 1/8 grid, a weak fine stage,
+resampled SAR after a large rotation or rescaling). Template matching of oriented-gradient channels (CFOG,
+:mod:`osreg.matchers.cfog`) is precise on a nearly aligned optical-SAR pair but blind to rotation and scale, so
+the two complement each other: the matcher's homography resamples the input SAR into the optical frame (one
+cubic warp), CFOG searches a small radius around every template there, and its matches, mapped back to the input
+SAR's pixels, replace the matcher's when they agree with its homography. When they do not (too few templates,
+no consistent fit, or a fit that moves the matcher's by more than the search radius, in the median over
+the optical image), the matcher's own matches are kept: the refinement never
+turns a result the matcher found into a different one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
+from osreg.matchers.cfog import CFOGMatcher
+
+logger = logging.getLogger(__name__)
+
+MIN_MATCHER_INLIERS = 8  # the matcher's result needs this many homography inliers to be refined
+MIN_TEMPLATE_INLIERS = 12  # CFOG needs this many consistent matches to replace the matcher's
+
+Matches = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _grid_shift(H: np.ndarray, shape: tuple[int, int]) -> float:
+    """Median displacement (pixels) the transform H makes on a 10x10 grid over an image of ``shape`` (the
+    median, because a homography fitted to templates in part of the image may swing far at its corners)."""
+    h, w = shape
+    gx, gy = np.meshgrid(np.linspace(0, w - 1, 10), np.linspace(0, h - 1, 10))
+    g = np.c_[gx.ravel(), gy.ravel()]
+    return float(np.median(np.linalg.norm(apply_transform(H, g) - g, axis=1)))
+
+
+def _template_pass(image0, mask0, image1, mask1, W: np.ndarray, radius: int) -> tuple[Matches | None, np.ndarray | None,
+                                                                                  dict]:
+    """One pass: rectify the SAR with W (optical px -> SAR px), match CFOG templates within ``radius``; returns
+    the template matches in input SAR px and their homography (both None when they fail a check) and a report."""
+    r, rm = rectify(image1, mask1, W, image0.shape)
+    cfog = CFOGMatcher(search_radius=radius, max_side=None)
+    # templates only where the whole search window lies on SAR data (the rectified SAR has no-data borders)
+    reach = 2 * ((cfog.config.template_size + 1) // 2 + radius) + 1
+    covered = cv2.erode(rm.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
+    t = cfog._match(image0, r, mask0 & covered, rm)
+    report: dict = {"template_matches": len(t.keypoints0)}
+    if len(t.keypoints0) < MIN_TEMPLATE_INLIERS:
+        return None, None, {"template_refine": "too few template matches", **report}
+    fit = estimate_transform(t.keypoints0, t.keypoints1, GeometryConfig(model="homography", threshold_px=2.0))
+    report["template_inliers"] = fit.n_inliers
+    if fit.H is None or fit.n_inliers < MIN_TEMPLATE_INLIERS:
+        return None, None, {"template_refine": "template matches are not consistent", **report}
+    shift = _grid_shift(fit.H, image0.shape)
+    report["template_shift_px"] = round(shift, 3)
+    if shift > radius:
+        return None, None, {"template_refine": "template matches disagree with the matcher", **report}
+    # every template match goes on (not only the inliers of this fit): the pipeline's fit and verdict judge them
+    return (t.keypoints0, apply_transform(W, t.keypoints1), t.confidence), W @ fit.H, report
+
+
+def refine_with_templates(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
+                          matches: Matches, radius: int, passes: int = 2, min_correction: float = 0.0
+                          ) -> tuple[Matches, dict]:
+    """Replace a matcher's matches by CFOG template matches on the pair rectified by their homography.
+
+    Args:
+        image0, mask0: optical image and validity mask.
+        image1, mask1: SAR image and validity mask (as given to the matcher).
+        matches: the matcher's keypoints0 (optical px), keypoints1 (SAR px) and confidences.
+        radius: CFOG search radius (pixels) around each template in the rectified SAR.
+        passes: most template passes; each rectifies the SAR again with the previous pass's homography (a result
+            several pixels off is only partly corrected by one pass), stopping once a pass moves it < 0.25 px.
+        min_correction: keep the matcher's matches when the first pass moves its homography by less than this
+            (median px over the grid): the templates confirm it, and its own matches may be the more precise.
+
+    Returns:
+        the refined matches (or ``matches`` unchanged) and a report: ``{"template_refine": "applied" |
+        "confirmed" | reason, "template_passes": n, "template_correction_px": first pass's shift, ...}`` (the
+        counts of the last pass).
+    """
+    k0, k1, _ = matches
+    if len(k0) < MIN_MATCHER_INLIERS:
+        return matches, {"template_refine": "too few matches"}
+    est = estimate_transform(k0, k1, GeometryConfig(model="homography", threshold_px=3.0))
+    if est.H is None or est.n_inliers < MIN_MATCHER_INLIERS:
+        return matches, {"template_refine": "no homography fits the matches"}
+    W = est.H  # optical px -> input SAR px
+    out, report, done, correction = matches, {}, 0, None
+    for _ in range(passes):
+        refined, W_next, last = _template_pass(image0, mask0, image1, mask1, W, radius)
+        if refined is None:
+            report = last if done == 0 else report  # a failed later pass keeps the previous pass's result
+            break
+        correction = last["template_shift_px"] if correction is None else correction
+        out, W, report, done = refined, W_next, last, done + 1
+        if last["template_shift_px"] < 0.25:
+            break
+    if done == 0:
+        return matches, {**report, "template_passes": 0}
+    report = {**report, "template_passes": done, "template_correction_px": correction}
+    if correction < min_correction:
+        # the templates confirm the matcher's result to within their own precision: keep its matches
+        return matches, {**report, "template_refine": "confirmed"}
+    logger.debug("template refinement: %d passes, last %s", done, report)
+    return out, {**report, "template_refine": "applied"}
