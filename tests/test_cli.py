@@ -33,6 +33,7 @@ def test_register_demo_writes_trusted_georeferenced_outputs(demo_result):
     assert json.loads(res.stdout)["verdict"] == "good"
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "good" and report["reasons"] == [] and report["inliers"] >= 30
+    assert report["matcher_info"]["n_templates"] >= report["matches"]  # what CFOG reports of itself
     # the simulated geocoding error is found: ~(6.3, 3.8) px (+ ~1 px of the pair's own residual), ~74 m
     mis = report["misregistration_of_georeference"]
     assert np.hypot(mis["shift_x_px"] - DEMO_SHIFT[0], mis["shift_y_px"] - DEMO_SHIFT[1]) < 1.5

@@ -99,7 +99,7 @@ def shipped():
 def test_shipped_weights_recover_quarter_turned_demo(shipped):
     """The committed demo pair (a held-out volkov pair, never trained on) with the SAR turned by 270 degrees:
     the search finds the turn and the registration is within 2 px (the pair's own alignment is ~1 px;
-    measured median 1.05 px)."""
+    measured median 1.30 px with the template refinement, 1.05 px without)."""
     res, error = quarter_turned_demo(shipped)
     assert res.info["hypothesis"]["rotation"] == 90
     assert error < TOLERANCE_PX
@@ -119,17 +119,19 @@ def test_shipped_weights_stop_the_search_on_the_upright_demo(shipped):
 
 
 def test_shipped_weights_turned_and_scaled_demo(shipped):
-    """Turned by 115 degrees and scaled by 1.3 (resampled): the search picks the right hypothesis and the result
-    is within 12 px. This is a weak accuracy bound that states the current model (measured: 8.5 px median):
-    after resampling the model loses much of its precision, see docs/tar.md."""
+    """Turned by 115 degrees and scaled by 1.3 (resampled): the search picks the right hypothesis, the network
+    alone lands several pixels off (measured 8.5 px median, with ``template_refine=false``: after resampling it
+    loses much of its precision, see docs/tar.md), and the template refinement corrects that to within 3 px
+    (measured 1.9 px; the pair's own alignment is ~1 px)."""
     from osreg.geometry import GeometryConfig, estimate_transform
 
     opt, sar, mask, D = demo_rotated_case(115.0, 1.3)
     res = shipped.match(opt, sar, None, mask)
     # the SAR was turned 115 degrees counter-clockwise: undoing it takes 245, nearest search steps 225 and 270
     assert res.info["hypothesis"]["rotation"] in (225, 270) and res.info["hypothesis"]["scale"] == 0.7
+    assert res.info["template_refine"] == "applied" and res.info["template_correction_px"] > 3.0
     est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
-    assert np.median(grid_error(est.H, D)) < 12.0
+    assert np.median(grid_error(est.H, D)) < 3.0
 
 
 def test_separable_blur_equals_the_convolution():

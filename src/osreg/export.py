@@ -87,6 +87,7 @@ def build_report(reg: Registration, written: dict[str, str] | None = None) -> di
         },
         "starting_guess": "georeference (SAR resampled onto the optical grid)" if reg.georeferenced else "pixel space",
         "matches": len(reg.matches),
+        "matcher_info": dict(reg.matches.info),  # what the method reports of itself (search, refinement, ...)
         "inliers": est.n_inliers,
         "inlier_ratio": est.n_inliers / max(len(reg.matches), 1),
         "inlier_coverage": reg.verdict.coverage,

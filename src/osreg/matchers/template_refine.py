@@ -5,10 +5,11 @@ resampled SAR after a large rotation or rescaling). Template matching of oriente
 :mod:`osreg.matchers.cfog`) is precise on a nearly aligned optical-SAR pair but blind to rotation and scale, so
 the two complement each other: the matcher's homography resamples the input SAR into the optical frame (one
 cubic warp), CFOG searches a small radius around every template there, and its matches, mapped back to the input
-SAR's pixels, replace the matcher's when they agree with its homography. When they do not (too few templates,
-no consistent fit, or a fit that moves the matcher's by more than the search radius, in the median over
-the optical image), the matcher's own matches are kept: the refinement never
-turns a result the matcher found into a different one.
+SAR's pixels, replace the matcher's when they agree with its homography and correct it by at least
+``min_correction``. When they do not (too few templates, no consistent fit, or a fit that moves the matcher's
+by more than the search radius, in the median over the optical image), the matcher's own matches are kept, and
+also when the templates move it by less than ``min_correction`` (they confirm it). So the refinement moves a
+result by at most its search radius and never replaces it by an unrelated one.
 """
 
 from __future__ import annotations
