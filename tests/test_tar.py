@@ -15,7 +15,7 @@ from osreg.train.common import TrainConfig
 from osreg.train.train_tar import save_checkpoint
 
 TINY = PRESETS["tiny"]
-TOLERANCE_PX = 2.0  # shipped weights on the quarter-turned demo pair (measured median 1.05 px)
+TOLERANCE_PX = 2.0  # quarter-turned demo, shipped weights: measured 1.30 px (1.05 px without template refinement)
 
 
 def text():
