@@ -69,6 +69,7 @@ def test_refinement_that_only_confirms_keeps_the_matchers_matches():
     close = _matches_off_by((0.5, -0.4))
     out, report = refine_with_templates(opt, m0, sar, m1, close, radius=8, min_correction=1.5)
     assert report["template_refine"] == "confirmed"
+    assert report["template_passes"] == 1  # a confirmation spares the further passes
     assert 0.4 < report["template_correction_px"] < 1.0
     assert all(a is b for a, b in zip(out, close))
     # the same threshold lets a real correction through

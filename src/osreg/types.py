@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# a matcher's raw output before it becomes a MatchResult: keypoints0 (N, 2), keypoints1 (N, 2), confidence (N,)
+Matches = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 
 @dataclass(frozen=True)
 class MatchResult:

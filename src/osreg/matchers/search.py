@@ -24,13 +24,11 @@ from osreg.errors import InputError
 from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
 from osreg.matchers.base import Matcher
 from osreg.matchers.template_refine import refine_with_templates
-from osreg.types import MatchResult
+from osreg.types import Matches, MatchResult
 
 logger = logging.getLogger(__name__)
 
 MIN_SEARCH_INLIERS = 8  # a search hypothesis needs this many coarse inliers to rectify the SAR
-
-Matches = tuple[np.ndarray, np.ndarray, np.ndarray]  # keypoints0 (N, 2), keypoints1 (N, 2), confidence (N,)
 
 
 @dataclass(frozen=True)

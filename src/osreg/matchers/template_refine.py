@@ -21,14 +21,12 @@ import numpy as np
 
 from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
 from osreg.matchers.cfog import CFOGMatcher
+from osreg.types import Matches
 
 logger = logging.getLogger(__name__)
 
 MIN_MATCHER_INLIERS = 8  # the matcher's result needs this many homography inliers to be refined
 MIN_TEMPLATE_INLIERS = 12  # CFOG needs this many consistent matches to replace the matcher's
-
-Matches = tuple[np.ndarray, np.ndarray, np.ndarray]
-
 
 def _grid_shift(H: np.ndarray, shape: tuple[int, int]) -> float:
     """Median displacement (pixels) the transform H makes on a 10x10 grid over an image of ``shape`` (the
@@ -90,22 +88,20 @@ def refine_with_templates(image0: np.ndarray, mask0: np.ndarray, image1: np.ndar
     est = estimate_transform(k0, k1, GeometryConfig(model="homography", threshold_px=3.0))
     if est.H is None or est.n_inliers < MIN_MATCHER_INLIERS:
         return matches, {"template_refine": "no homography fits the matches"}
-    W = est.H  # optical px -> input SAR px
-    out, report, done, correction = matches, {}, 0, None
-    for _ in range(passes):
+    out, W, report = _template_pass(image0, mask0, image1, mask1, est.H, radius)  # est.H: optical px -> SAR px
+    if out is None:
+        return matches, {**report, "template_passes": 0}
+    correction = report["template_shift_px"]
+    if correction < min_correction:
+        # the templates confirm the matcher's result to within their own precision: keep its matches (and spare
+        # the further passes)
+        return matches, {**report, "template_passes": 1, "template_correction_px": correction,
+                         "template_refine": "confirmed"}
+    done = 1
+    while done < passes and report["template_shift_px"] >= 0.25:
         refined, W_next, last = _template_pass(image0, mask0, image1, mask1, W, radius)
         if refined is None:
-            report = last if done == 0 else report  # a failed later pass keeps the previous pass's result
-            break
-        correction = last["template_shift_px"] if correction is None else correction
+            break  # a failed later pass keeps the previous pass's result
         out, W, report, done = refined, W_next, last, done + 1
-        if last["template_shift_px"] < 0.25:
-            break
-    if done == 0:
-        return matches, {**report, "template_passes": 0}
-    report = {**report, "template_passes": done, "template_correction_px": correction}
-    if correction < min_correction:
-        # the templates confirm the matcher's result to within their own precision: keep its matches
-        return matches, {**report, "template_refine": "confirmed"}
     logger.debug("template refinement: %d passes, last %s", done, report)
-    return out, {**report, "template_refine": "applied"}
+    return out, {**report, "template_passes": done, "template_correction_px": correction, "template_refine": "applied"}
