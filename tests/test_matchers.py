@@ -133,3 +133,23 @@ def test_xfeat_lighterglue_option(demo_optical):
     assert est.n_inliers >= 50 and grid_error(est.H, A, demo_optical.shape[0]) < 1.5
     with pytest.raises(InputError, match="xfeat matcher must be 'mnn' or 'lighterglue', got 'flann'"):
         create_matcher("xfeat", matcher="flann")
+
+
+@pytest.mark.parametrize("n_orientations,sigma", [(9, 0.8), (5, 1.3), (2, 0.8)])
+def test_oriented_gradient_channels_follow_their_definition(n_orientations, sigma):
+    """CFOG channels: absolute oriented gradients of the lightly blurred image, blurred, averaged [1, 2, 1] / 4 with
+    the neighbouring orientations (circularly), L2-normalised per pixel."""
+    import cv2
+
+    from osreg.descriptors import oriented_gradient_channels
+
+    img = np.random.default_rng(0).random((61, 83)).astype(np.float32)
+    b = cv2.GaussianBlur(img, (0, 0), 0.7)
+    gx, gy = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=3)
+    t = np.pi * np.arange(n_orientations) / n_orientations
+    c = np.stack([cv2.GaussianBlur(np.abs(np.cos(a) * gx + np.sin(a) * gy), (0, 0), sigma) for a in t])
+    c = 0.25 * np.roll(c, 1, 0) + 0.5 * c + 0.25 * np.roll(c, -1, 0)
+    c /= np.sqrt((c * c).sum(0)) + 1e-6
+    out = oriented_gradient_channels(img, n_orientations, sigma)
+    assert out.dtype == np.float32 and out.shape == (n_orientations, 61, 83)
+    np.testing.assert_allclose(out, c, atol=2e-6)

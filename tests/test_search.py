@@ -95,3 +95,41 @@ def test_bad_search_config_is_refused():
     for cls in (DenseMatcherConfig, TARConfig, PromptMIDConfig):
         with pytest.raises(InputError, match="fine_window must be odd, got 6"):
             cls(fine_window=6)
+
+
+class TurnedMatcher(GridMatcher):
+    """Consistent grid matches only when the hypothesis gives the SAR the optical image's landscape shape (a SAR
+    given turned by a quarter, so rotations 90 and 270 at any scale), scattered matches otherwise."""
+
+    def _coarse(self, img0, mask0, img1, mask1, features0=None):
+        self.coarse_calls += 1
+        k0, k1, c = self._grid(img0, img1)
+        if (img1.shape[1] > img1.shape[0]) != (img0.shape[1] > img0.shape[0]):
+            k1 = np.random.default_rng(self.coarse_calls).uniform(0, min(img1.shape), k1.shape)
+        return k0, k1, c
+
+
+def test_prescreen_scores_the_rest_at_low_resolution_and_keeps_the_best():
+    img = textured((192, 320), seed=3)
+    sar = np.ascontiguousarray(np.rot90(img))  # 320 x 192: only quarter turns restore the optical's shape
+    m = TurnedMatcher(search_side=192, prescreen_side=96, prescreen_keep=3, rectify_iterations=0)
+    res = m.match(img, sar)
+    # the first hypothesis (identity) at search resolution, all 23 others at 96 px, the 3 kept at 192 px
+    assert m.coarse_calls == 1 + 23 + 3
+    assert res.info["hypotheses_scored"] == 1 + 3
+    assert res.info["hypothesis"]["rotation"] in (90, 270) and res.info["hypothesis"]["inliers"] == 36
+    # without the prescreen every hypothesis is scored at search resolution, and the choice is the same kind
+    full = TurnedMatcher(search_side=192, rectify_iterations=0)
+    assert full.match(img, sar).info["hypothesis"]["rotation"] in (90, 270) and full.coarse_calls == 24
+    # an accepted first hypothesis never starts the prescreen
+    upright = TurnedMatcher(search_side=192, prescreen_side=96, prescreen_keep=3, accept_inliers=20)
+    assert upright.match(img, img).info["hypotheses_scored"] == upright.coarse_calls == 1
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"prescreen_side": 256}, r"^prescreen_side \(256 px\) must be below search_side \(256 px\), or 0 to switch"),
+    ({"prescreen_keep": 0}, r"^prescreen_side must be >= 0 and prescreen_keep >= 1, got 0 and 0$"),
+])
+def test_prescreen_config_errors(options, message):
+    with pytest.raises(InputError, match=message):
+        SearchConfig(**options)

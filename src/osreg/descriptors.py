@@ -22,12 +22,18 @@ def oriented_gradient_channels(img: np.ndarray, n_orientations: int = 9, sigma: 
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.7)
     gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
-    chans = []
+    c = np.empty((n_orientations, *img.shape), np.float32)
     for k in range(n_orientations):
         t = np.pi * k / n_orientations
-        g = np.abs(np.cos(t) * gx + np.sin(t) * gy)
-        chans.append(cv2.GaussianBlur(g, (0, 0), sigma))
-    c = np.stack(chans)
-    c = 0.25 * np.roll(c, 1, axis=0) + 0.5 * c + 0.25 * np.roll(c, -1, axis=0)  # circular [1, 2, 1] / 4
-    c /= np.sqrt((c * c).sum(axis=0, keepdims=True)) + 1e-6
-    return c.astype(np.float32)
+        g = cv2.addWeighted(gx, float(np.cos(t)), gy, float(np.sin(t)), 0.0)
+        cv2.GaussianBlur(np.abs(g, out=g), (0, 0), sigma, dst=c[k])
+    # circular [1, 2, 1] / 4 across orientations, written into one array (no rolled copies)
+    if n_orientations < 3:
+        out = 0.5 * c + 0.25 * (np.roll(c, 1, axis=0) + np.roll(c, -1, axis=0))
+    else:
+        out = 0.5 * c
+        out[1:-1] += 0.25 * (c[:-2] + c[2:])
+        out[0] += 0.25 * (c[-1] + c[1])
+        out[-1] += 0.25 * (c[-2] + c[0])
+    out /= np.sqrt(np.einsum("khw,khw->hw", out, out)) + 1e-6
+    return out

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import fft as sfft
 
 from osreg.descriptors import oriented_gradient_channels
@@ -68,13 +69,6 @@ def _select_points(img: np.ndarray, mask: np.ndarray | None, cfg: CFOGConfig, ma
     return pts[order]
 
 
-def _subpixel(v_m: float, v_0: float, v_p: float) -> float:
-    den = v_m - 2 * v_0 + v_p
-    if den <= 1e-12:
-        return 0.0
-    return float(np.clip(0.5 * (v_m - v_p) / den, -0.5, 0.5))
-
-
 class CFOGMatcher(Matcher):
     name = "cfog"
     min_size = 64
@@ -83,13 +77,22 @@ class CFOGMatcher(Matcher):
         self.config = CFOGConfig(**options)
         self.max_side = self.config.max_side
 
+    def describe(self, image: np.ndarray) -> np.ndarray:
+        """The CFOG channels of an image, ``(n_orientations, H, W)``."""
+        return oriented_gradient_channels(image, self.config.n_orientations, self.config.sigma)
+
     def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+        return self.match_described(image0, mask0, self.describe(image0), self.describe(image1))
+
+    def match_described(self, image0: np.ndarray, mask0: np.ndarray | None, d0: np.ndarray, d1: np.ndarray
+                        ) -> MatchResult:
+        """Template matching of the CFOG channels ``d0`` of image 0 (templates on its textured points, inside
+        ``mask0``) in the channels ``d1`` of image 1 (at working resolution; channels from :meth:`describe`, so
+        that a caller matching the same image 0 several times describes it once)."""
         cfg = self.config
         half = (cfg.template_size + 1) // 2
         r = cfg.search_radius
-        h1, w1 = image1.shape
-        d0 = oriented_gradient_channels(image0, cfg.n_orientations, cfg.sigma)
-        d1 = oriented_gradient_channels(image1, cfg.n_orientations, cfg.sigma)
+        h1, w1 = d1.shape[1:]
         pts = _select_points(image0, mask0, cfg, half)
         # a template needs its whole search window inside image 1
         ok = (
@@ -104,37 +107,46 @@ class CFOGMatcher(Matcher):
         t = 2 * half
         L = t + 2 * r
         n_shift = 2 * r + 1
-        tmpl = np.stack([d0[:, y - half : y + half, x - half : x + half] for x, y in pts])  # P,C,t,t
-        srch = np.stack([d1[:, y - half - r : y + half + r, x - half - r : x + half + r] for x, y in pts])  # P,C,L,L
-        size = sfft.next_fast_len(L)
-        fs = sfft.rfft2(srch, s=(size, size), axes=(-2, -1), workers=1)
-        ft = sfft.rfft2(tmpl, s=(size, size), axes=(-2, -1), workers=1)
-        corr = sfft.irfft2((fs * np.conj(ft)).sum(axis=1), s=(size, size), axes=(-2, -1), workers=1)
+        xs, ys = pts[:, 0], pts[:, 1]
+        # windows by fancy indexing of strided views, one contiguous copy each: (C, P, t, t) and (C, P, L, L)
+        tmpl = sliding_window_view(d0, (t, t), axis=(1, 2))[:, ys - half, xs - half]
+        srch = sliding_window_view(d1, (L, L), axis=(1, 2))[:, ys - half - r, xs - half - r]
+        size = sfft.next_fast_len(L, real=True)
+        workers = max(1, cv2.getNumThreads())  # the thread count the CLI / benchmark set (--threads)
+        fs = sfft.rfft2(srch, s=(size, size), axes=(-2, -1), workers=workers)
+        fs *= np.conj(sfft.rfft2(tmpl, s=(size, size), axes=(-2, -1), workers=workers))
+        corr = sfft.irfft2(fs.sum(axis=0), s=(size, size), axes=(-2, -1), workers=workers)
         corr = corr[:, :n_shift, :n_shift]
         # sum over the window of |S|^2 at every shift (integral image), |T|^2 is a constant per template
-        s2 = (srch * srch).sum(axis=1)
+        s2 = np.einsum("cpyx,cpyx->pyx", srch, srch)
         ii = np.pad(s2.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
         win = ii[:, t:, t:] - ii[:, :-t, t:] - ii[:, t:, :-t] + ii[:, :-t, :-t]
-        t2 = (tmpl * tmpl).sum(axis=(1, 2, 3))
-        ssd = win[:, :n_shift, :n_shift] - 2 * corr + t2[:, None, None]
-        ssd = np.maximum(ssd, 0.0)
-        k0, k1, conf = [], [], []
-        yy, xx = np.mgrid[:n_shift, :n_shift]
-        for i, (x, y) in enumerate(pts):
-            s = ssd[i]
-            iy, ix = np.unravel_index(np.argmin(s), s.shape)
-            if iy in (0, n_shift - 1) or ix in (0, n_shift - 1):
-                continue  # the best shift is on the border of the search window: not a real peak
-            far = (np.abs(yy - iy) > 2) | (np.abs(xx - ix) > 2)
-            second = s[far].min()
-            best = s[iy, ix]
-            c = (second - best) / max(second, 1e-12)
-            dx = ix + _subpixel(s[iy, ix - 1], best, s[iy, ix + 1]) - r
-            dy = iy + _subpixel(s[iy - 1, ix], best, s[iy + 1, ix]) - r
-            k0.append((x, y))
-            k1.append((x + dx, y + dy))
-            conf.append(c)
-        if not k0:
+        t2 = np.einsum("cpyx,cpyx->p", tmpl, tmpl)
+        ssd = np.maximum(win[:, :n_shift, :n_shift] - 2 * corr + t2[:, None, None], 0.0).astype(np.float64)
+        # the best shift of every template; one on the border of the search window is not a real peak
+        n = np.arange(len(pts))
+        iy, ix = np.divmod(ssd.reshape(len(pts), -1).argmin(1), n_shift)
+        peak = (iy > 0) & (iy < n_shift - 1) & (ix > 0) & (ix < n_shift - 1)
+        if not peak.any():
             return MatchResult.empty(n_templates=len(pts))
+        n, iy, ix, ssd = n[peak], iy[peak], ix[peak], ssd[peak]
+        k = np.arange(len(n))
+        best = ssd[k, iy, ix]
+        # confidence: distinctness of the best shift against the best one more than 2 px away from it
+        yy, xx = np.mgrid[:n_shift, :n_shift]
+        far = (np.abs(yy[None] - iy[:, None, None]) > 2) | (np.abs(xx[None] - ix[:, None, None]) > 2)
+        second = np.where(far, ssd, np.inf).reshape(len(n), -1).min(1)
+        conf = (second - best) / np.maximum(second, 1e-12)
+        dx = ix + _subpixel(ssd[k, iy, ix - 1], best, ssd[k, iy, ix + 1]) - r
+        dy = iy + _subpixel(ssd[k, iy - 1, ix], best, ssd[k, iy + 1, ix]) - r
+        k0 = pts[n].astype(float)
+        k1 = k0 + np.stack([dx, dy], 1)
         info = {"n_templates": len(pts), "config": asdict(cfg)}
-        return MatchResult(np.array(k0, float), np.array(k1, float), np.clip(np.array(conf), 0, 1), info)
+        return MatchResult(k0, k1, np.clip(conf, 0, 1), info)
+
+
+def _subpixel(v_m: np.ndarray, v_0: np.ndarray, v_p: np.ndarray) -> np.ndarray:
+    """Offset of the vertex of the parabola through three samples at -1, 0, 1 (0 where it is not a minimum)."""
+    den = v_m - 2 * v_0 + v_p
+    off = 0.5 * (v_m - v_p) / np.where(den > 1e-12, den, 1.0)
+    return np.where(den > 1e-12, np.clip(off, -0.5, 0.5), 0.0)

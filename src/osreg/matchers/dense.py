@@ -20,13 +20,43 @@ def cell_centres(h: int, w: int, device=None) -> torch.Tensor:
     return torch.stack([xs.flatten() * 8 + 4.5, ys.flatten() * 8 + 4.5], 1).float()
 
 
+def dual_softmax(sim: torch.Tensor, mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Dual-softmax confidence ``softmax(sim, 1) * softmax(sim, 2)`` of a (B, N, M) similarity; masked cells
+    (bool (B, N) / (B, M), True where valid) get ~0.
+
+    Computed as ``exp(2 sim - logsumexp over rows - logsumexp over columns)``, the same product written in log
+    space: without autograd it overwrites ``sim`` in place, so that a pass holds one N x M matrix (and one
+    temporary) instead of five, which is what bounds memory when a large SAR canvas is matched (N x M grows with
+    both images' areas).
+    """
+    inplace = not (torch.is_grad_enabled() and sim.requires_grad)
+    fill = sim.masked_fill_ if inplace else sim.masked_fill
+    if mask0 is not None:
+        sim = fill(~mask0[:, :, None], -1e4)
+        fill = sim.masked_fill_ if inplace else sim.masked_fill
+    if mask1 is not None:
+        sim = fill(~mask1[:, None, :], -1e4)
+    lse_rows = torch.logsumexp(sim, 2, keepdim=True)  # over image-1 cells, (B, N, 1)
+    lse_cols = torch.logsumexp(sim, 1, keepdim=True)  # over image-0 cells, (B, 1, M)
+    if inplace:
+        return sim.mul_(2).sub_(lse_rows).sub_(lse_cols).exp_()
+    return torch.exp(2 * sim - lse_rows - lse_cols)
+
+
 def coarse_matches(conf: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mutual nearest neighbours of a (B, N, M) confidence above ``threshold`` -> (b, i, j, score)."""
-    mask = conf > threshold
-    mask &= conf == conf.max(dim=2, keepdim=True).values
-    mask &= conf == conf.max(dim=1, keepdim=True).values
-    b, i, j = torch.nonzero(mask, as_tuple=True)
-    return b, i, j, conf[b, i, j]
+    """Mutual nearest neighbours of a (B, N, M) confidence above ``threshold`` -> (b, i, j, score).
+
+    One maximum along each axis of the matrix; the mutual check and the threshold then run on the N row maxima
+    only (no N x M masks).
+    """
+    row_max, row_arg = conf.max(dim=2)  # best image-1 cell of every image-0 cell, (B, N)
+    col_arg = conf.argmax(dim=1)  # best image-0 cell of every image-1 cell, (B, M)
+    b, i = torch.nonzero(row_max > threshold, as_tuple=True)
+    j = row_arg[b, i]
+    mutual = col_arg[b, j] == i
+    b, i, j = b[mutual], i[mutual], j[mutual]
+    return b, i, j, row_max[b, i]
 
 
 def window_offsets(w: int, device=None) -> torch.Tensor:

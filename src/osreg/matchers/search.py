@@ -46,6 +46,12 @@ class SearchConfig(DictConfig):
             coarse inliers, making up at least ``accept_ratio`` of its matches (hypotheses are tried from the
             identity outwards); 0 always scores every hypothesis.
         accept_ratio: see ``accept_inliers``.
+        prescreen_side: when the identity is not accepted, first score every hypothesis at this lower working
+            resolution and keep the ``prescreen_keep`` best (by inliers) for scoring at ``search_side``; 0 scores
+            every hypothesis at ``search_side``. Hypotheses that enlarge an already large SAR cost the most and
+            are the ones a prescreen usually drops.
+        prescreen_keep: hypotheses kept by the prescreen (the identity, scored first, is always one of the
+            candidates).
         template_refine: refine the final matches by CFOG template matching on the pair rectified by their
             homography (:mod:`osreg.matchers.template_refine`); kept only where it agrees with them.
         template_radius: CFOG search radius (pixels) of ``template_refine``.
@@ -61,6 +67,8 @@ class SearchConfig(DictConfig):
     rectify_iterations: int = 2
     accept_inliers: int = 0
     accept_ratio: float = 0.5
+    prescreen_side: int = 0
+    prescreen_keep: int = 6
     template_refine: bool = False
     template_radius: int = 12
     template_min_correction: float = 1.5
@@ -76,6 +84,12 @@ class SearchConfig(DictConfig):
         if self.accept_inliers < 0 or not 0.0 <= self.accept_ratio <= 1.0:
             raise InputError(f"accept_inliers must be >= 0 and accept_ratio in [0, 1], got {self.accept_inliers} "
                              f"and {self.accept_ratio}")
+        if self.prescreen_side < 0 or self.prescreen_keep < 1:
+            raise InputError(f"prescreen_side must be >= 0 and prescreen_keep >= 1, got {self.prescreen_side} and "
+                             f"{self.prescreen_keep}")
+        if self.prescreen_side and self.prescreen_side >= self.search_side:
+            raise InputError(f"prescreen_side ({self.prescreen_side} px) must be below search_side "
+                             f"({self.search_side} px), or 0 to switch the prescreen off")
         if self.template_radius < 2:
             raise InputError(f"template_radius must be at least 2 px, got {self.template_radius}")
 
@@ -168,32 +182,38 @@ class SearchMatcher(Matcher):
 
     def _hypotheses(self, img0, mask0, img1, mask1) -> list[dict]:
         """Score (rotation, scale) hypotheses of the SAR at search resolution by the inliers of a loose similarity
-        fit to their coarse matches, nearest the identity first; stops early at an accepted hypothesis (see
-        :class:`SearchConfig`)."""
-        s0 = min(1.0, self.cfg.search_side / max(img0.shape))
-        i0, m0, _ = resize_with_matrix(img0, mask0, s0)
-        feats0 = self._optical_features(i0, m0)  # the same for every hypothesis
-        S0 = np.diag([s0, s0, 1.0])
+        fit (8 px) to their coarse matches, nearest the identity first; stops early at an accepted hypothesis (see
+        :class:`SearchConfig`). With a prescreen, the first hypothesis and the prescreen's best are scored."""
+        level = _SearchLevel(self, img0, mask0, self.cfg.search_side, threshold_px=8.0)
         results: list[dict] = []
-        turned: dict[float, tuple[np.ndarray, np.ndarray]] = {}
-        for rot, sc in self.cfg.hypothesis_order():
-            if rot not in turned:
-                turned[rot] = rotate_with_matrix(img1, mask1, rot)[:2]
-            i1, m1, _ = resize_with_matrix(*turned[rot], s0 * sc)
-            if min(i1.shape) < 32:
+        for rot, sc in self._candidates(img0, mask0, img1, mask1):
+            r = level.score(img1, mask1, rot, sc)
+            if r is None:
                 continue
-            k0, k1, _ = self._coarse(i0, m0, i1, m1, features0=feats0)
-            est = estimate_transform(k0, k1, GeometryConfig(model="similarity", threshold_px=8.0))
-            # optical px -> px of the SAR turned and scaled by this hypothesis at full resolution
-            footprint = None if est.H is None else np.linalg.inv(S0) @ est.H @ S0
-            results.append({"rotation": rot, "scale": sc, "inliers": est.n_inliers, "matches": len(k0),
-                            "footprint": footprint})
-            if (self.cfg.accept_inliers and est.n_inliers >= self.cfg.accept_inliers
-                    and est.n_inliers >= self.cfg.accept_ratio * len(k0)):
+            results.append(r)
+            if (self.cfg.accept_inliers and r["inliers"] >= self.cfg.accept_inliers
+                    and r["inliers"] >= self.cfg.accept_ratio * r["matches"]):
                 logger.debug("search: accepted rotation %s, scale %s (%d of %d coarse matches) after %d hypotheses",
-                             rot, sc, est.n_inliers, len(k0), len(results))
+                             rot, sc, r["inliers"], r["matches"], len(results))
                 break
         return results
+
+    def _candidates(self, img0, mask0, img1, mask1):
+        """The hypotheses to score at search resolution, in search order: the one nearest the identity, then (only
+        when the search asks for more, i.e. that one was not accepted) the rest, or the prescreen's best of them."""
+        order = self.cfg.hypothesis_order()
+        yield order[0]
+        rest = order[1:]
+        if self.cfg.prescreen_side and len(rest) > self.cfg.prescreen_keep:
+            low = _SearchLevel(self, img0, mask0, self.cfg.prescreen_side,
+                               threshold_px=8.0 * self.cfg.prescreen_side / self.cfg.search_side)
+            scores = {h: low.score(img1, mask1, *h) for h in rest}
+            ranked = sorted(rest, key=lambda h: (-1, -1) if scores[h] is None else
+                            (scores[h]["inliers"], scores[h]["matches"]), reverse=True)
+            kept = set(ranked[:self.cfg.prescreen_keep])
+            rest = [h for h in rest if h in kept]
+            logger.debug("search: prescreen at %d px kept %s", self.cfg.prescreen_side, rest)
+        yield from rest
 
     def _match(self, image0, image1, mask0, mask1) -> MatchResult:
         mask0 = np.ones(image0.shape, bool) if mask0 is None else mask0
@@ -237,3 +257,32 @@ class SearchMatcher(Matcher):
                                                            min_correction=self.cfg.template_min_correction)
             info.update(report)
         return MatchResult(k0, k1, conf, info)
+
+
+class _SearchLevel:
+    """The optical image of a search at one working resolution (``side`` px on its longer side), with its features
+    computed once; :meth:`score` scores a hypothesis of the SAR against it."""
+
+    def __init__(self, matcher: SearchMatcher, img0: np.ndarray, mask0: np.ndarray, side: int,
+                 threshold_px: float) -> None:
+        self.matcher = matcher
+        self.s0 = min(1.0, side / max(img0.shape))
+        self.i0, self.m0, _ = resize_with_matrix(img0, mask0, self.s0)
+        self.features0 = matcher._optical_features(self.i0, self.m0)  # the same for every hypothesis
+        self.threshold = threshold_px  # of the loose similarity fit, px at this resolution
+        self._turned: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+    def score(self, img1: np.ndarray, mask1: np.ndarray, rot: float, sc: float) -> dict | None:
+        """Inliers of the loose similarity fit to the coarse matches of the SAR turned by ``rot`` and scaled by
+        ``sc``, and its footprint (optical px -> px of the SAR so turned and scaled, at full resolution); None when
+        the SAR would be too small to match at this resolution."""
+        if rot not in self._turned:
+            self._turned[rot] = rotate_with_matrix(img1, mask1, rot)[:2]
+        i1, m1, _ = resize_with_matrix(*self._turned[rot], self.s0 * sc)
+        if min(i1.shape) < 32:
+            return None
+        k0, k1, _ = self.matcher._coarse(self.i0, self.m0, i1, m1, features0=self.features0)
+        est = estimate_transform(k0, k1, GeometryConfig(model="similarity", threshold_px=self.threshold))
+        S0 = np.diag([self.s0, self.s0, 1.0])
+        footprint = None if est.H is None else np.linalg.inv(S0) @ est.H @ S0
+        return {"rotation": rot, "scale": sc, "inliers": est.n_inliers, "matches": len(k0), "footprint": footprint}

@@ -37,16 +37,17 @@ def _grid_shift(H: np.ndarray, shape: tuple[int, int]) -> float:
     return float(np.median(np.linalg.norm(apply_transform(H, g) - g, axis=1)))
 
 
-def _template_pass(image0, mask0, image1, mask1, W: np.ndarray, radius: int) -> tuple[Matches | None, np.ndarray | None,
-                                                                                  dict]:
-    """One pass: rectify the SAR with W (optical px -> SAR px), match CFOG templates within ``radius``; returns
-    the template matches in input SAR px and their homography (both None when they fail a check) and a report."""
+def _template_pass(cfog: CFOGMatcher, image0, mask0, d0: np.ndarray, image1, mask1, W: np.ndarray
+                   ) -> tuple[Matches | None, np.ndarray | None, dict]:
+    """One pass: rectify the SAR with W (optical px -> SAR px), match CFOG templates (optical channels ``d0``)
+    within the matcher's search radius; returns the template matches in input SAR px and their homography (both
+    None when they fail a check) and a report."""
+    radius = cfog.config.search_radius
     r, rm = rectify(image1, mask1, W, image0.shape)
-    cfog = CFOGMatcher(search_radius=radius, max_side=None)
     # templates only where the whole search window lies on SAR data (the rectified SAR has no-data borders)
     reach = 2 * ((cfog.config.template_size + 1) // 2 + radius) + 1
     covered = cv2.erode(rm.astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
-    t = cfog._match(image0, r, mask0 & covered, rm)
+    t = cfog.match_described(image0, mask0 & covered, d0, cfog.describe(r))
     report: dict = {"template_matches": len(t.keypoints0)}
     if len(t.keypoints0) < MIN_TEMPLATE_INLIERS:
         return None, None, {"template_refine": "too few template matches", **report}
@@ -88,7 +89,9 @@ def refine_with_templates(image0: np.ndarray, mask0: np.ndarray, image1: np.ndar
     est = estimate_transform(k0, k1, GeometryConfig(model="homography", threshold_px=3.0))
     if est.H is None or est.n_inliers < MIN_MATCHER_INLIERS:
         return matches, {"template_refine": "no homography fits the matches"}
-    out, W, report = _template_pass(image0, mask0, image1, mask1, est.H, radius)  # est.H: optical px -> SAR px
+    cfog = CFOGMatcher(search_radius=radius, max_side=None)
+    d0 = cfog.describe(image0)  # the optical channels, the same in every pass
+    out, W, report = _template_pass(cfog, image0, mask0, d0, image1, mask1, est.H)  # est.H: optical px -> SAR px
     if out is None:
         return matches, {**report, "template_passes": 0}
     correction = report["template_shift_px"]
@@ -99,7 +102,7 @@ def refine_with_templates(image0: np.ndarray, mask0: np.ndarray, image1: np.ndar
                          "template_refine": "confirmed"}
     done = 1
     while done < passes and report["template_shift_px"] >= 0.25:
-        refined, W_next, last = _template_pass(image0, mask0, image1, mask1, W, radius)
+        refined, W_next, last = _template_pass(cfog, image0, mask0, d0, image1, mask1, W)
         if refined is None:
             break  # a failed later pass keeps the previous pass's result
         out, W, report, done = refined, W_next, last, done + 1

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from osreg.matchers import dense
 from osreg.matchers.promptmid.config import PromptMIDConfig
 from osreg.matchers.promptmid.frozen import FrozenFeatures
 
@@ -102,12 +103,7 @@ class PromptMIDNet(nn.Module):
 def dual_softmax(desc0: torch.Tensor, desc1: torch.Tensor, temperature: float,
                  mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None) -> torch.Tensor:
     """Dual-softmax matching confidence of two (B, D, h, w) descriptor maps -> (B, N0, N1); masked cells (B, h, w)
-    get 0."""
-    d0 = desc0.flatten(2)
-    d1 = desc1.flatten(2)
-    sim = torch.einsum("bdn,bdm->bnm", d0, d1) / temperature
-    if mask0 is not None:
-        sim = sim.masked_fill(~mask0.flatten(1)[:, :, None], -1e4)
-    if mask1 is not None:
-        sim = sim.masked_fill(~mask1.flatten(1)[:, None, :], -1e4)
-    return sim.softmax(1) * sim.softmax(2)
+    get 0 (:func:`osreg.matchers.dense.dual_softmax`)."""
+    sim = torch.einsum("bdn,bdm->bnm", desc0.flatten(2) / temperature, desc1.flatten(2))
+    return dense.dual_softmax(sim, None if mask0 is None else mask0.flatten(1),
+                              None if mask1 is None else mask1.flatten(1))
