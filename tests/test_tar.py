@@ -34,6 +34,34 @@ def test_forward_shapes():
     assert 0 <= float(out["conf"].min()) and float(out["conf"].max()) <= 1
 
 
+@pytest.mark.parametrize("preset", ["tiny", "tiny_fine_attention"])
+def test_compact_forward_gives_the_same_matches_on_masked_canvases(preset):
+    """Leaving masked cells out of the attention and the confidence (``compact``, what the matcher uses) changes
+    nothing for the valid cells: the same confidences, matches and fine offsets as the full grids."""
+    from osreg.matchers.dense import dense_matches
+
+    torch.manual_seed(0)
+    m = TARModel(PRESETS[preset]).eval()
+    x, y = torch.rand(1, 1, 96, 128), torch.rand(1, 1, 120, 104)
+    mask0 = torch.ones(1, 12, 16, dtype=torch.bool)
+    mask0[:, :4, :6] = False
+    mask1 = torch.rand(1, 15, 13) > 0.4  # a turned canvas: many no-data cells
+    with torch.inference_mode():
+        full = m(x, y, text(), mask0, mask1)
+        comp = m(x, y, text(), mask0, mask1, compact=True)
+        n0, n1 = int(mask0.sum()), int(mask1.sum())
+        assert comp["conf"].shape == (1, n0, n1)
+        valid = full["conf"][0][mask0.flatten()][:, mask1.flatten()]
+        torch.testing.assert_close(comp["conf"][0], valid, atol=1e-6, rtol=1e-4)
+        matches = []
+        for out, cells in ((full, {}), (comp, {"cells0": comp["cells0"], "cells1": comp["cells1"]})):
+            matches.append(dense_matches(out["conf"], (12, 16), (15, 13), 1e-3, (96, 128), (120, 104),
+                                         refine=lambda *q, out=out: m.fine_refine(out, *q), **cells))
+    assert len(matches[0][0]) > 5
+    for a, b in zip(*matches, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 def test_text_switch_changes_only_through_the_gate():
     torch.manual_seed(0)
     m = TARModel(TINY).eval()

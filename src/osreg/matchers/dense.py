@@ -123,8 +123,12 @@ def window_refiner(fine0: torch.Tensor, fine1: torch.Tensor, window: int) -> Cal
 
 def dense_matches(conf: torch.Tensor, coarse_shape0: tuple[int, int], coarse_shape1: tuple[int, int],
                   threshold: float, image_shape0: tuple[int, int], image_shape1: tuple[int, int],
-                  refine: Callable | None = None):
+                  refine: Callable | None = None, cells0: torch.Tensor | None = None,
+                  cells1: torch.Tensor | None = None):
     """Matches of one image pair from its (1, N0, N1) coarse confidence, refined when ``refine`` is given.
+
+    ``cells0`` / ``cells1``: the flat coarse-grid index of each row / column of ``conf`` when it holds only some
+    cells (a compact confidence); None when it holds the whole grids.
 
     ``refine(b, i, j, xy0, xy1) -> (offsets, spreads)`` takes the batch item, coarse cells and fine-pixel points of
     the matches and returns offsets in fine pixels from xy1 (e.g. :func:`window_refiner`).
@@ -133,6 +137,10 @@ def dense_matches(conf: torch.Tensor, coarse_shape0: tuple[int, int], coarse_sha
     inside both (unpadded) images.
     """
     b, i, j, score = coarse_matches(conf, threshold)
+    if cells0 is not None:
+        i = cells0[i]
+    if cells1 is not None:
+        j = cells1[j]
     k0 = cell_centres(*coarse_shape0, conf.device)[i]
     k1 = cell_centres(*coarse_shape1, conf.device)[j]
     if refine is not None and len(b):

@@ -69,13 +69,14 @@ class TARMatcher(SearchMatcher):
         t1 = torch.from_numpy(a1)[None, None]
         c0 = torch.nn.functional.avg_pool2d(torch.from_numpy(m0)[None, None].float(), 8)[:, 0] > 0.5
         c1 = torch.nn.functional.avg_pool2d(torch.from_numpy(m1)[None, None].float(), 8)[:, 0] > 0.5
-        out = self.model(t0, t1, self.text, c0, c1, fine=fine, features0=features0)
+        out = self.model(t0, t1, self.text, c0, c1, fine=fine, features0=features0, compact=True)
 
         def refine(b, i, j, xy0, xy1):
             return self.model.fine_refine(out, b, i, j, xy0, xy1)
 
         return dense_matches(out["conf"], tuple(out["coarse_shape0"].tolist()), tuple(out["coarse_shape1"].tolist()),
-                             self.cfg.coarse_threshold, img0.shape, img1.shape, refine=refine if fine else None)
+                             self.cfg.coarse_threshold, img0.shape, img1.shape, refine=refine if fine else None,
+                             cells0=out["cells0"], cells1=out["cells1"])
 
     def _optical_features(self, img0, mask0):
         with torch.inference_mode():

@@ -247,10 +247,14 @@ class TARModel(nn.Module):
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor, text: torch.Tensor | None,
                 mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None, use_text: bool | None = None,
-                fine: bool = True, features0: tuple | None = None) -> dict[str, torch.Tensor]:
+                fine: bool = True, features0: tuple | None = None, compact: bool = False) -> dict[str, torch.Tensor]:
         """img0, img1: (B, 1, H, W) in [0, 1], sides multiples of 8; text: (K, text_dim) or None;
         mask0/mask1: (B, H/8, W/8) bool valid coarse cells; fine: also compute the fine maps;
-        features0: ``self.msfl(img0, 0, fine)`` computed beforehand (reused across SAR hypotheses)."""
+        features0: ``self.msfl(img0, 0, fine)`` computed beforehand (reused across SAR hypotheses);
+        compact: with B = 1, leave the masked cells out of the attention and of the confidence matrix (the same
+        result for the valid cells: their keys and values are masked anyway), which saves most of the work on a
+        turned or rescaled SAR canvas; ``conf`` then has one row per valid cell of image 0 and one column per valid
+        cell of image 1, and ``cells0`` / ``cells1`` give their flat indices in the coarse grids."""
         cfg = self.cfg
         use_text = cfg.use_text if use_text is None else use_text
         c0, f0 = features0 if features0 is not None else self.msfl(img0, 0, fine)
@@ -259,12 +263,17 @@ class TARModel(nn.Module):
         h1, w1 = c1.shape[2:]
         t0 = (c0 + sine_position_encoding(d, h0, w0, c0.device)[None]).flatten(2).transpose(1, 2)
         t1 = (c1 + sine_position_encoding(d, h1, w1, c1.device)[None]).flatten(2).transpose(1, 2)
+        m0 = None if mask0 is None else mask0.flatten(1).float()
+        m1 = None if mask1 is None else mask1.flatten(1).float()
         out: dict[str, torch.Tensor] = {}
+        if compact and b == 1:
+            out["cells0"], out["cells1"] = (torch.arange(t.shape[1]) if m is None else torch.nonzero(m[0]).squeeze(1)
+                                            for t, m in ((t0, m0), (t1, m1)))
+            t0, t1 = t0[:, out["cells0"]], t1[:, out["cells1"]]
+            m0 = m1 = None
         if use_text and text is not None:
             t0, out["text_attn0"] = self.tafe(t0, text)
             t1, out["text_attn1"] = self.tafe(t1, text)
-        m0 = None if mask0 is None else mask0.flatten(1).float()
-        m1 = None if mask1 is None else mask1.flatten(1).float()
         for kind, layer in zip(cfg.layers, self.layers, strict=True):
             if kind == "self":
                 t0, t1 = layer(t0, t0, m0), layer(t1, t1, m1)
@@ -276,7 +285,7 @@ class TARModel(nn.Module):
         if fine:
             out["fine0"] = self.fine_proj(f0)
             out["fine1"] = self.fine_proj(f1)
-            out["tokens0"], out["tokens1"] = t0, t1
+            out["tokens0"], out["tokens1"] = t0, t1  # compact: rows of cells0 / cells1
         out["coarse_shape0"] = torch.tensor([h0, w0])
         out["coarse_shape1"] = torch.tensor([h1, w1])
         return out
@@ -287,5 +296,7 @@ class TARModel(nn.Module):
         output of :meth:`forward` (with ``fine=True``): the window-attention refiner when the model has one, else
         the plain correlation window of :func:`osreg.matchers.dense.fine_refine`."""
         if self.refiner is not None:
+            if "cells0" in out:  # compact tokens hold the valid cells only, in grid order
+                i, j = torch.searchsorted(out["cells0"], i), torch.searchsorted(out["cells1"], j)
             return self.refiner(out["fine0"], out["fine1"], out["tokens0"], out["tokens1"], b, i, j, xy0, xy1)
         return window_refiner(out["fine0"], out["fine1"], self.cfg.fine_window)(b, i, j, xy0, xy1)
