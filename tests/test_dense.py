@@ -42,3 +42,24 @@ def test_coarse_matches_are_the_mutual_maxima_above_the_threshold():
     assert set(zip(b.tolist(), i.tolist(), j.tolist(), strict=True)) == expected
     torch.testing.assert_close(score, conf[b, i, j])
     assert len(coarse_matches(torch.zeros(1, 5, 7), 0.05)[0]) == 0  # nothing above the threshold: empty, not an error
+    # a compact confidence with no valid cell on one side
+    with torch.inference_mode():
+        for shape in ((1, 0, 7), (1, 5, 0)):
+            assert dual_softmax(torch.zeros(shape)).shape == shape
+            assert all(len(t) == 0 for t in coarse_matches(torch.zeros(shape), 0.05))
+
+
+def test_dual_softmax_columns_owned_by_weak_rows():
+    """Columns whose whole mass lies in rows with a far lower maximum than the best row (their sums underflow in the
+    shared pass of exponentials) still get the exact column softmax."""
+    torch.manual_seed(2)
+    sim = torch.full((1, 50, 60), -200.0)
+    sim[0, 0, :30] = 10.0 + torch.randn(30)  # one strong row, on the left half only
+    sim[0, 0, 30:] = -300.0
+    sim[0, 1:, 30:] = -150.0 + torch.randn(49, 30)  # the right half belongs to rows 160 below it
+    ref = sim.softmax(1) * sim.softmax(2)
+    with torch.inference_mode():
+        out = dual_softmax(sim.clone())
+    assert bool(torch.isfinite(out).all())
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    assert float(out[0, 1:, 30:].sum(0).max()) > 0.1  # the case really puts weight there

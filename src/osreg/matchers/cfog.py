@@ -114,7 +114,9 @@ class CFOGMatcher(Matcher):
         size = sfft.next_fast_len(L, real=True)
         workers = max(1, cv2.getNumThreads())  # the thread count the CLI / benchmark set (--threads)
         fs = sfft.rfft2(srch, s=(size, size), axes=(-2, -1), workers=workers)
-        fs *= np.conj(sfft.rfft2(tmpl, s=(size, size), axes=(-2, -1), workers=workers))
+        ft = sfft.rfft2(tmpl, s=(size, size), axes=(-2, -1), workers=workers)
+        fs *= np.conjugate(ft, out=ft)
+        del ft
         corr = sfft.irfft2(fs.sum(axis=0), s=(size, size), axes=(-2, -1), workers=workers)
         corr = corr[:, :n_shift, :n_shift]
         # sum over the window of |S|^2 at every shift (integral image), |T|^2 is a constant per template

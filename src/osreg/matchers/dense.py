@@ -26,9 +26,8 @@ def dual_softmax(sim: torch.Tensor, mask0: torch.Tensor | None = None, mask1: to
     (bool (B, N) / (B, M), True where valid) get ~0.
 
     Computed as ``exp(2 sim - logsumexp over rows - logsumexp over columns)``, the same product written in log
-    space: without autograd it overwrites ``sim`` in place, so that a pass holds one N x M matrix (and one
-    temporary) instead of five, which is what bounds memory when a large SAR canvas is matched (N x M grows with
-    both images' areas).
+    space: without autograd it overwrites ``sim`` in place, so that a pass holds two N x M matrices instead of
+    five, which is what bounds memory when a large SAR canvas is matched (N x M grows with both images' areas).
     """
     inplace = not (torch.is_grad_enabled() and sim.requires_grad)
     fill = sim.masked_fill_ if inplace else sim.masked_fill
@@ -37,26 +36,52 @@ def dual_softmax(sim: torch.Tensor, mask0: torch.Tensor | None = None, mask1: to
         fill = sim.masked_fill_ if inplace else sim.masked_fill
     if mask1 is not None:
         sim = fill(~mask1[:, None, :], -1e4)
-    lse_rows = torch.logsumexp(sim, 2, keepdim=True)  # over image-1 cells, (B, N, 1)
-    lse_cols = torch.logsumexp(sim, 1, keepdim=True)  # over image-0 cells, (B, 1, M)
-    if inplace:
-        return sim.mul_(2).sub_(lse_rows).sub_(lse_cols).exp_()
-    return torch.exp(2 * sim - lse_rows - lse_cols)
+    if sim.numel() == 0:  # no valid cell on one side (a compact confidence): nothing to normalise
+        return sim
+    if not inplace:
+        return torch.exp(2 * sim - torch.logsumexp(sim, 2, keepdim=True) - torch.logsumexp(sim, 1, keepdim=True))
+    lse_rows, lse_cols = _logsumexp_rows_and_columns(sim)
+    return sim.mul_(2).sub_(lse_rows).sub_(lse_cols).exp_()
+
+
+def _logsumexp_rows_and_columns(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logsumexp(x, 2)`` and ``logsumexp(x, 1)`` of a (B, N, M) tensor (keepdim), from one pass of exponentials.
+
+    The row-shifted exponentials ``e = exp(x - rowmax)`` give the row sums directly and the column sums as one
+    matrix product with ``exp(rowmax - max)``: on a CPU about twice as fast as two logsumexp calls (a reduction
+    across rows is a strided one). Columns whose sum underflows that way (all their mass in rows whose maximum is
+    far below the global one) are recomputed exactly.
+    """
+    row_max = x.amax(2, keepdim=True)  # B, N, 1
+    e = torch.exp(x - row_max)
+    lse_rows = row_max + e.sum(2, keepdim=True).log()
+    top = row_max.amax(1, keepdim=True)  # B, 1, 1
+    col_sums = torch.bmm((row_max - top).exp().transpose(1, 2), e)  # B, 1, M
+    del e
+    lse_cols = top + col_sums.log()
+    bad = col_sums < 1e-30
+    if bool(bad.any()):
+        b, _, j = torch.nonzero(bad, as_tuple=True)
+        lse_cols[b, 0, j] = torch.logsumexp(x[b, :, j], 1)
+    return lse_rows, lse_cols
 
 
 def coarse_matches(conf: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mutual nearest neighbours of a (B, N, M) confidence above ``threshold`` -> (b, i, j, score).
 
-    One maximum along each axis of the matrix; the mutual check and the threshold then run on the N row maxima
-    only (no N x M masks).
+    The best column of every row, and the maximum of every column (a maximum across rows is a cheap reduction, an
+    arg-maximum is not); the threshold and the mutual check then run on the N row maxima only.
     """
+    if conf.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=conf.device)
+        return empty, empty, empty, conf.new_zeros(0)
     row_max, row_arg = conf.max(dim=2)  # best image-1 cell of every image-0 cell, (B, N)
-    col_arg = conf.argmax(dim=1)  # best image-0 cell of every image-1 cell, (B, M)
+    col_max = conf.amax(dim=1)  # (B, M)
     b, i = torch.nonzero(row_max > threshold, as_tuple=True)
     j = row_arg[b, i]
-    mutual = col_arg[b, j] == i
-    b, i, j = b[mutual], i[mutual], j[mutual]
-    return b, i, j, row_max[b, i]
+    score = row_max[b, i]
+    mutual = score >= col_max[b, j]
+    return b[mutual], i[mutual], j[mutual], score[mutual]
 
 
 def window_offsets(w: int, device=None) -> torch.Tensor:

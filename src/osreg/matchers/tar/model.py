@@ -166,9 +166,10 @@ class LinearAttentionLayer(nn.Module):
     def _message(self, x: torch.Tensor, src: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
         """Attention of x (B, N, d) over src, (B, N, d) before the merge."""
         b, n, d = x.shape
-        q = F.elu(self.q(x).view(b, n, self.h, -1)) + 1
-        k = F.elu(self.k(src).view(b, src.shape[1], self.h, -1)) + 1
-        v = self.v(src).view(b, src.shape[1], self.h, -1)
+        e = d // self.h  # explicit: a compact token set may be empty
+        q = F.elu(self.q(x).view(b, n, self.h, e)) + 1
+        k = F.elu(self.k(src).view(b, src.shape[1], self.h, e)) + 1
+        v = self.v(src).view(b, src.shape[1], self.h, e)
         if src_mask is not None:
             k = k * src_mask[:, :, None, None]
             v = v * src_mask[:, :, None, None]
