@@ -26,6 +26,9 @@ class TARConfig(DenseMatcherConfig):
             inliers making up half its matches: on 40 calibration cases from volkov's training split
             (``scripts/calibrate_search.py``) no wrong hypothesis had more than 69, and the stop never changed
             which hypothesis was right (docs/tar.md).
+        prescreen_side, prescreen_keep: see :class:`~osreg.matchers.search.SearchConfig`. Off for TAR: a
+            prescreen at 128-160 px saved about 1.5 s a large-deformation pair on 20 volkov training pairs but
+            registered one or two fewer of them (docs/tar.md, "Speed and memory").
         template_refine, template_radius: see :class:`~osreg.matchers.search.SearchConfig`. On for TAR: CFOG
             template matching on the pair TAR has aligned replaces TAR's matches where it agrees with them
             (on 20 volkov training pairs, SR@3 40 -> 70 % aligned and 0 -> 30 % under large deformation,
