@@ -31,7 +31,7 @@ from osreg.eval.datasets import load_pairs
 from osreg.geometry import apply_transform
 from osreg.matchers import create_matcher
 from osreg.matchers.base import _resize_mask, resize_by, resize_to_max_side
-from osreg.matchers.search import _SearchLevel, resize_with_matrix, rotate_with_matrix
+from osreg.matchers.search import SearchLevel, resize_with_matrix, rotate_with_matrix
 from osreg.train.data import volkov_split
 
 WRONG_PX = 16.0
@@ -47,7 +47,7 @@ def hypothesis_rows(matcher, pp, prescreen_sides: tuple[int, ...] = ()) -> list[
     grid = np.stack(np.meshgrid(np.linspace(0, w - 1, 10), np.linspace(0, h - 1, 10)), -1).reshape(-1, 2)
     true1 = pp.gt.map(grid / s0) * s1  # SAR px at working resolution
     rows = []
-    low = {side: _SearchLevel(matcher, small0, m0, side, 8.0 * side / matcher.cfg.search_side)
+    low = {side: SearchLevel(matcher, small0, m0, side, 8.0 * side / matcher.cfg.search_side)
            for side in prescreen_sides}
     for r in matcher._hypotheses(small0, m0, small1, m1):
         turned, turned_mask, R = rotate_with_matrix(small1, m1, r["rotation"])

@@ -30,12 +30,12 @@ def dual_softmax(sim: torch.Tensor, mask0: torch.Tensor | None = None, mask1: to
     five, which is what bounds memory when a large SAR canvas is matched (N x M grows with both images' areas).
     """
     inplace = not (torch.is_grad_enabled() and sim.requires_grad)
-    fill = sim.masked_fill_ if inplace else sim.masked_fill
+    if not inplace and (mask0 is not None or mask1 is not None):
+        sim = sim.clone()  # autograd: fill a copy, keep the caller's similarity
     if mask0 is not None:
-        sim = fill(~mask0[:, :, None], -1e4)
-        fill = sim.masked_fill_ if inplace else sim.masked_fill
+        sim.masked_fill_(~mask0[:, :, None], -1e4)
     if mask1 is not None:
-        sim = fill(~mask1[:, None, :], -1e4)
+        sim.masked_fill_(~mask1[:, None, :], -1e4)
     if sim.numel() == 0:  # no valid cell on one side (a compact confidence): nothing to normalise
         return sim
     if not inplace:

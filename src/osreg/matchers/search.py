@@ -184,7 +184,7 @@ class SearchMatcher(Matcher):
         """Score (rotation, scale) hypotheses of the SAR at search resolution by the inliers of a loose similarity
         fit (8 px) to their coarse matches, nearest the identity first; stops early at an accepted hypothesis (see
         :class:`SearchConfig`). With a prescreen, the first hypothesis and the prescreen's best are scored."""
-        level = _SearchLevel(self, img0, mask0, self.cfg.search_side, threshold_px=8.0)
+        level = SearchLevel(self, img0, mask0, self.cfg.search_side, threshold_px=8.0)
         results: list[dict] = []
         for rot, sc in self._candidates(img0, mask0, img1, mask1):
             r = level.score(img1, mask1, rot, sc)
@@ -205,7 +205,7 @@ class SearchMatcher(Matcher):
         yield order[0]
         rest = order[1:]
         if self.cfg.prescreen_side and len(rest) > self.cfg.prescreen_keep:
-            low = _SearchLevel(self, img0, mask0, self.cfg.prescreen_side,
+            low = SearchLevel(self, img0, mask0, self.cfg.prescreen_side,
                                threshold_px=8.0 * self.cfg.prescreen_side / self.cfg.search_side)
             scores = {h: low.score(img1, mask1, *h) for h in rest}
             ranked = sorted(rest, key=lambda h: (-1, -1) if scores[h] is None else
@@ -259,7 +259,7 @@ class SearchMatcher(Matcher):
         return MatchResult(k0, k1, conf, info)
 
 
-class _SearchLevel:
+class SearchLevel:
     """The optical image of a search at one working resolution (``side`` px on its longer side), with its features
     computed once; :meth:`score` scores a hypothesis of the SAR against it."""
 
