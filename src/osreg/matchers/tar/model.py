@@ -268,7 +268,8 @@ class TARModel(nn.Module):
         m1 = None if mask1 is None else mask1.flatten(1).float()
         out: dict[str, torch.Tensor] = {}
         if compact and b == 1:
-            out["cells0"], out["cells1"] = (torch.arange(t.shape[1]) if m is None else torch.nonzero(m[0]).squeeze(1)
+            out["cells0"], out["cells1"] = (torch.arange(t.shape[1], device=t.device) if m is None else
+                                            torch.nonzero(m[0]).squeeze(1)
                                             for t, m in ((t0, m0), (t1, m1)))
             t0, t1 = t0[:, out["cells0"]], t1[:, out["cells1"]]
             m0 = m1 = None
