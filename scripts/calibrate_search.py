@@ -47,8 +47,7 @@ def hypothesis_rows(matcher, pp, prescreen_sides: tuple[int, ...] = ()) -> list[
     grid = np.stack(np.meshgrid(np.linspace(0, w - 1, 10), np.linspace(0, h - 1, 10)), -1).reshape(-1, 2)
     true1 = pp.gt.map(grid / s0) * s1  # SAR px at working resolution
     rows = []
-    low = {side: SearchLevel(matcher, small0, m0, side, 8.0 * side / matcher.cfg.search_side)
-           for side in prescreen_sides}
+    low = {side: SearchLevel(matcher, small0, m0, side) for side in prescreen_sides}
     for r in matcher._hypotheses(small0, m0, small1, m1):
         turned, turned_mask, R = rotate_with_matrix(small1, m1, r["rotation"])
         _, _, S = resize_with_matrix(turned, turned_mask, r["scale"])

@@ -29,6 +29,7 @@ from osreg.types import Matches, MatchResult
 logger = logging.getLogger(__name__)
 
 MIN_SEARCH_INLIERS = 8  # a search hypothesis needs this many coarse inliers to rectify the SAR
+SEARCH_FIT_PX = 8.0  # inlier threshold of the loose similarity fit that scores a hypothesis, px at search_side
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,10 @@ class SearchMatcher(Matcher):
 
     def _hypotheses(self, img0, mask0, img1, mask1) -> list[dict]:
         """Score (rotation, scale) hypotheses of the SAR at search resolution by the inliers of a loose similarity
-        fit (8 px) to their coarse matches, nearest the identity first; stops early at an accepted hypothesis (see
-        :class:`SearchConfig`). With a prescreen, the first hypothesis and the prescreen's best are scored."""
-        level = SearchLevel(self, img0, mask0, self.cfg.search_side, threshold_px=8.0)
+        fit (``SEARCH_FIT_PX``) to their coarse matches, nearest the identity first; stops early at an accepted
+        hypothesis (see :class:`SearchConfig`). With a prescreen, the first hypothesis and the prescreen's best are
+        scored."""
+        level = SearchLevel(self, img0, mask0, self.cfg.search_side)
         results: list[dict] = []
         for rot, sc in self._candidates(img0, mask0, img1, mask1):
             r = level.score(img1, mask1, rot, sc)
@@ -205,8 +207,7 @@ class SearchMatcher(Matcher):
         yield order[0]
         rest = order[1:]
         if self.cfg.prescreen_side and len(rest) > self.cfg.prescreen_keep:
-            low = SearchLevel(self, img0, mask0, self.cfg.prescreen_side,
-                               threshold_px=8.0 * self.cfg.prescreen_side / self.cfg.search_side)
+            low = SearchLevel(self, img0, mask0, self.cfg.prescreen_side)
             scores = {h: low.score(img1, mask1, *h) for h in rest}
             ranked = sorted(rest, key=lambda h: (-1, -1) if scores[h] is None else
                             (scores[h]["inliers"], scores[h]["matches"]), reverse=True)
@@ -263,13 +264,13 @@ class SearchLevel:
     """The optical image of a search at one working resolution (``side`` px on its longer side), with its features
     computed once; :meth:`score` scores a hypothesis of the SAR against it."""
 
-    def __init__(self, matcher: SearchMatcher, img0: np.ndarray, mask0: np.ndarray, side: int,
-                 threshold_px: float) -> None:
+    def __init__(self, matcher: SearchMatcher, img0: np.ndarray, mask0: np.ndarray, side: int) -> None:
         self.matcher = matcher
         self.s0 = min(1.0, side / max(img0.shape))
         self.i0, self.m0, _ = resize_with_matrix(img0, mask0, self.s0)
         self.features0 = matcher._optical_features(self.i0, self.m0)  # the same for every hypothesis
-        self.threshold = threshold_px  # of the loose similarity fit, px at this resolution
+        # the loose similarity fit's threshold: 8 px at search_side, in proportion at a prescreen's lower resolution
+        self.threshold = SEARCH_FIT_PX * side / matcher.cfg.search_side
         self._turned: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     def score(self, img1: np.ndarray, mask1: np.ndarray, rot: float, sc: float) -> dict | None:
