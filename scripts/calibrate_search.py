@@ -30,25 +30,23 @@ from osreg.eval.benchmark import prepare_pair
 from osreg.eval.datasets import load_pairs
 from osreg.geometry import apply_transform
 from osreg.matchers import create_matcher
-from osreg.matchers.base import _resize_mask, resize_by, resize_to_max_side
-from osreg.matchers.search import SearchLevel, resize_with_matrix, rotate_with_matrix
+from osreg.matchers.search import SearchConfig, SearchLevel, SearchStage, resize_with_matrix, rotate_with_matrix
 from osreg.train.data import volkov_split
 
 WRONG_PX = 16.0
 
 
-def hypothesis_rows(matcher, pp, prescreen_sides: tuple[int, ...] = ()) -> list[dict]:
+def hypothesis_rows(search: SearchStage, pp, prescreen_sides: tuple[int, ...] = ()) -> list[dict]:
     """Exhaustively scored hypotheses of one prepared pair, with footprint errors (and their scores at the
     prescreen resolutions)."""
-    small0, s0 = resize_to_max_side(pp.img0.astype(np.float32), matcher.max_side)
-    small1, s1 = resize_by(pp.img1.astype(np.float32), s0)
-    m0, m1 = _resize_mask(pp.mask0, small0.shape), _resize_mask(pp.mask1, small1.shape)
+    wp = search.working_pair(pp.img0, pp.img1, pp.mask0, pp.mask1)
+    small0, small1, m0, m1, s0, s1 = wp.image0, wp.image1, wp.mask0, wp.mask1, wp.scale0, wp.scale1
     h, w = small0.shape
     grid = np.stack(np.meshgrid(np.linspace(0, w - 1, 10), np.linspace(0, h - 1, 10)), -1).reshape(-1, 2)
     true1 = pp.gt.map(grid / s0) * s1  # SAR px at working resolution
     rows = []
-    low = {side: SearchLevel(matcher, small0, m0, side) for side in prescreen_sides}
-    for r in matcher._hypotheses(small0, m0, small1, m1):
+    low = {side: SearchLevel(search.inner, small0, m0, side, search.config.search_side) for side in prescreen_sides}
+    for r in search.hypotheses(small0, m0, small1, m1):
         turned, turned_mask, R = rotate_with_matrix(small1, m1, r["rotation"])
         _, _, S = resize_with_matrix(turned, turned_mask, r["scale"])
         expected = apply_transform(S @ R, true1)
@@ -75,7 +73,7 @@ def main() -> None:
     sides = tuple(int(v) for v in args.prescreen_sides.split(",") if v)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    matcher = create_matcher(args.method, accept_inliers=0, prescreen_side=0)
+    search = SearchStage(create_matcher(args.method), SearchConfig(accept_inliers=0, prescreen_side=0))
     specs = [p for p in load_pairs(args.data_dir, ["volkov_s1s2_10m"], "checked")
              if volkov_split(p.name + ".png") == "train"]
     if args.max_pairs:
@@ -84,7 +82,7 @@ def main() -> None:
     for i, spec in enumerate(specs):
         for protocol in ("aligned", "large-deformation"):
             pp = prepare_pair(spec, protocol, 512, seed=1)
-            for row in hypothesis_rows(matcher, pp, sides):
+            for row in hypothesis_rows(search, pp, sides):
                 out.append({"pair": spec.name, "protocol": protocol, **row})
         print(f"{i + 1}/{len(specs)} {spec.name}", file=sys.stderr, flush=True)
     with open(args.out_csv, "w", newline="") as f:

@@ -18,8 +18,8 @@ import torch
 
 from osreg.eval.benchmark import prepare_pair
 from osreg.eval.datasets import load_pairs
-from osreg.geometry import apply_transform
-from osreg.matchers.search import pad_to_multiple, rectify
+from osreg.geometry import apply_transform, rectify
+from osreg.matchers.search import pad_to_multiple
 from osreg.matchers.tar import TARMatcher
 
 TRUSTED = "019,020,048,049,062,073,076,088"  # training pairs whose alignment check agrees (fine truth trusted)
@@ -29,7 +29,8 @@ def pair_errors(matcher: TARMatcher, spec, shift: tuple[float, float]) -> tuple[
     pp = prepare_pair(spec, "aligned", 512, 0)
     move = np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1.0]])  # moved px -> SAR px
     sar, mask = rectify(pp.img1, pp.mask1, move, pp.img0.shape)
-    k0, k1, _ = matcher._coarse(pp.img0, pp.mask0, sar, mask)
+    quick = matcher.coarse_match(pp.img0, pp.mask0, sar, mask)
+    k0, k1 = quick.keypoints0, quick.keypoints1
     truth = apply_transform(np.linalg.inv(move), pp.gt.map(k0))
     a0, _ = pad_to_multiple(pp.img0, pp.mask0, 8)
     a1, _ = pad_to_multiple(sar, mask, 8)

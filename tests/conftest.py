@@ -23,6 +23,14 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("OSREG_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the ``shared_data`` fixture carries the ``shared_data`` marker (``-m "not shared_data"``
+    runs what a fresh clone without ../shared/data can run; those tests skip there anyway)."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     d = shared_data_dir()

@@ -17,13 +17,14 @@ from osreg.geometry import apply_transform
 
 
 def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    """``osreg -q ARGS`` (-v/-q belong to the group, as in rasterio's rio)."""
+    return CliRunner().invoke(main, ["-q", *(str(a) for a in args)], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def demo_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    res = run("register", DEMO_OPTICAL, DEMO_SAR, "-o", out, "-q")
+    res = run("register", DEMO_OPTICAL, DEMO_SAR, "-o", out)
     return res, out
 
 
@@ -34,10 +35,12 @@ def test_register_demo_writes_trusted_georeferenced_outputs(demo_result):
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "good" and report["reasons"] == [] and report["inliers"] >= 30
     assert report["matcher_info"]["n_templates"] >= report["matches"]  # what CFOG reports of itself
-    # the simulated geocoding error is found: ~(6.3, 3.8) px (+ ~1 px of the pair's own residual), ~74 m
+    assert report["config"]["method"] == {"method": "cfog", "options": {}, "search": None, "template_refine": None}
+    # the simulated geocoding error is found: ~(6.3, 3.8) px (+ ~1 px of the pair's own residual); in ground metres
+    # a 10 m World Mercator pixel is 8.7 m at 29.6 degrees north (tests/test_export.py checks the units exactly)
     mis = report["misregistration_of_georeference"]
     assert np.hypot(mis["shift_x_px"] - DEMO_SHIFT[0], mis["shift_y_px"] - DEMO_SHIFT[1]) < 1.5
-    assert 55 < mis["mean_m"] < 95
+    assert 50 < mis["mean_m"] < 80
     # only the geotransform was falsified: in original SAR pixels the registration is about the identity
     H = np.array(report["transform"]["optical_px_to_sar_px"])
     g = np.array([[50.0, 50.0], [330.0, 60.0], [200.0, 300.0]])
@@ -45,6 +48,7 @@ def test_register_demo_writes_trusted_georeferenced_outputs(demo_result):
     with rasterio.open(out / "registered_sar.tif") as ds, rasterio.open(DEMO_OPTICAL) as opt:
         assert ds.crs == opt.crs and ds.transform == opt.transform and ds.shape == opt.shape
         assert ds.profile["tiled"] and np.isnan(ds.nodata)
+        assert ds.tags()["OSREG_RUN_ID"] == report["run_id"] and len(report["run_id"]) == 32  # one set
         reg = ds.read(1)
     with rasterio.open(DEMO_SAR) as s:
         sar = s.read(1).astype(np.float32)
@@ -73,14 +77,14 @@ def test_tiepoints_csv_and_geojson(demo_result):
 def test_refuses_to_overwrite(demo_result):
     _, out = demo_result
     before = (out / "report.json").read_text()
-    res = run("register", DEMO_OPTICAL, DEMO_SAR, "-o", out, "-q")
+    res = run("register", DEMO_OPTICAL, DEMO_SAR, "-o", out)
     assert res.exit_code == 2
     assert "Error: output already exists and would be replaced:" in res.stderr and "--overwrite" in res.stderr
     assert (out / "report.json").read_text() == before
 
 
 def test_match_json_contract(tmp_path):
-    res = run("match", DEMO_OPTICAL, DEMO_SAR, "--out", tmp_path / "m.json", "-q")
+    res = run("match", DEMO_OPTICAL, DEMO_SAR, "--out", tmp_path / "m.json")
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "m.json").read_text())
     assert set(m) == {"keypoints0", "keypoints1", "confidence", "H", "time_s"}
@@ -94,8 +98,10 @@ def test_match_json_contract(tmp_path):
 
 
 def test_match_no_match_is_exit_zero(tmp_path):
-    flat = write_tif(tmp_path / "flat.tif", np.full((128, 128), 100, np.uint8))
-    res = run("match", flat, flat, "--method", "sift", "-q")
+    """A smooth ramp has no SIFT keypoint: an empty, correctly shaped answer and exit 0 (no match is an answer)."""
+    ramp = np.tile(np.linspace(20, 200, 128, dtype=np.float32), (128, 1)).astype(np.uint8)
+    img = write_tif(tmp_path / "ramp.tif", ramp)
+    res = run("match", img, img, "--method", "sift")
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
     assert m["keypoints0"] == [] and m["keypoints1"] == [] and m["confidence"] == [] and m["H"] is None
@@ -106,7 +112,7 @@ def test_unrelated_pair_fails_with_report_and_no_image(tmp_path):
         crs, t = s.crs, s.transform
     other = write_tif(tmp_path / "unrelated.tif", (textured((384, 384), seed=7) * 255).astype(np.uint8), crs, t)
     out = tmp_path / "out"
-    res = run("register", DEMO_OPTICAL, other, "-o", out, "-q")
+    res = run("register", DEMO_OPTICAL, other, "-o", out)
     assert res.exit_code == 3
     assert res.stderr.startswith("Registration failed: ")
     report = json.loads((out / "report.json").read_text())
@@ -115,7 +121,7 @@ def test_unrelated_pair_fails_with_report_and_no_image(tmp_path):
     assert (out / "tiepoints.csv").exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "nodata", "no_overlap", "too_small", "method", "bands"])
+@pytest.mark.parametrize("case", ["missing", "nodata", "no_overlap", "too_small", "method", "bands", "constant"])
 def test_bad_input_exit_2_with_message(tmp_path, case):
     with rasterio.open(DEMO_OPTICAL) as o:
         crs, t = o.crs, o.transform
@@ -129,21 +135,25 @@ def test_bad_input_exit_2_with_message(tmp_path, case):
     elif case == "no_overlap":
         from affine import Affine
 
-        sar = write_tif(tmp_path / "far.tif", np.ones((64, 64), np.uint8) * 9, crs, Affine(10, 0, t.c + 1e5, 0, -10, t.f))
+        far = Affine(10, 0, t.c + 1e5, 0, -10, t.f)
+        sar = write_tif(tmp_path / "far.tif", (textured((64, 64)) * 255).astype(np.uint8), crs, far)
         expect = "Error: optical and SAR images do not overlap: optical covers ("
     elif case == "too_small":
         opt = write_tif(tmp_path / "small.tif", (textured((40, 40)) * 255).astype(np.uint8))
         sar = opt
-        expect = "Error: optical image is 40x40 px; method 'cfog' needs at least 64x64 px"
+        expect = f"Error: optical image {opt} is 40x40 px; method 'cfog' needs at least 64x64 px"
+    elif case == "constant":
+        sar = write_tif(tmp_path / "flat.tif", np.full((128, 128), 100, np.uint8))
+        expect = f"Error: SAR image {sar} is constant (every valid pixel is 100): there is nothing to match"
     elif case == "method":
         extra = ["--method", "magic"]
         expect = ("Error: unknown method 'magic'; available methods: sift, aliked, disk, xfeat, cfog, rift, tar, "
                   "promptmid")
     else:
-        opt = write_tif(tmp_path / "ms.tif", np.ones((5, 64, 64), np.uint16))
+        opt = write_tif(tmp_path / "ms.tif", (textured((64, 64)) * 1000).astype(np.uint16)[None].repeat(5, 0))
         expect = (f"Error: optical image {opt} has 5 bands; method 'cfog' takes one band, made from 1 band or 3 (RGB) "
                   "bands. Select bands with --optical-bands (e.g. --optical-bands 4,3,2)")
-    res = run("register", opt, sar, "-o", tmp_path / "o", "-q", *extra)
+    res = run("register", opt, sar, "-o", tmp_path / "o", *extra)
     assert res.exit_code == 2, res.output
     assert res.stderr.strip().startswith(expect), res.stderr
     assert "Traceback" not in res.output
@@ -155,18 +165,27 @@ def test_band_selection_makes_multiband_usable(tmp_path):
         rgb, crs, t = o.read(), o.crs, o.transform
     five = np.concatenate([rgb, rgb[:2]]).astype(np.uint8)
     opt = write_tif(tmp_path / "five.tif", five, crs, t)
-    res = run("register", opt, DEMO_SAR, "-o", tmp_path / "o", "--optical-bands", "1,2,3", "-q")
+    res = run("register", opt, DEMO_SAR, "-o", tmp_path / "o", "--optical-bands", "1,2,3")
     assert res.exit_code == 0, res.stderr
 
 
-@pytest.mark.parametrize("method", ["tar", "promptmid[use_prompts=false]"])
+@pytest.mark.parametrize("method", ["tar", pytest.param("promptmid[use_prompts=false,search=false]",
+                                                         marks=pytest.mark.slow)])
 def test_match_with_learned_methods_through_the_same_contract(tmp_path, method):
-    res = run("match", DEMO_OPTICAL, DEMO_SAR, "--method", method, "--out", tmp_path / "t.json", "-q", "--threads",
-              "2")
+    """Learned methods answer through the same contract, in original pixels of both images (the demo SAR's
+    geotransform is falsified: in its own pixels the pair is about the identity). TAR with its default stages is
+    trusted and right (measured 0.9 px off the identity); PromptMID (no search, the pair is upright) is not trusted
+    here (H null) but a fifth of its matches lie within 5 px of the truth (measured 216 of 931)."""
+    res = run("match", DEMO_OPTICAL, DEMO_SAR, "--method", method, "--out", tmp_path / "t.json", "--threads", "2")
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "t.json").read_text())
     assert set(m) == {"keypoints0", "keypoints1", "confidence", "H", "time_s"}
     assert len(m["keypoints0"]) == len(m["keypoints1"]) == len(m["confidence"]) > 30
-    # accuracy of the shipped weights is tested in test_tar.py / test_promptmid.py; through the georeferenced
-    # starting guess the demo may not be registered well enough (docs/benchmark.md), and H is then null
-    assert m["H"] is None or np.array(m["H"]).shape == (3, 3)
+    d = np.linalg.norm(np.array(m["keypoints1"]) - np.array(m["keypoints0"]), axis=1)
+    if method == "tar":
+        g = np.array([[50.0, 50.0], [330.0, 300.0]])
+        assert np.abs(apply_transform(np.array(m["H"]), g) - g).max() < 2.0
+        assert np.mean(d < 3) > 0.5
+    else:
+        assert m["H"] is None
+        assert np.mean(d < 5) > 0.15

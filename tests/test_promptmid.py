@@ -12,7 +12,7 @@ from conftest import (
     train_tiny,
 )
 
-from osreg.errors import InputError, WeightsNotFoundError
+from osreg.errors import CheckpointError, InputError, WeightsNotFoundError
 from osreg.matchers.promptmid import PromptMIDMatcher, build_promptmid, load_promptmid
 from osreg.matchers.promptmid.config import PRESETS, PromptMIDConfig
 from osreg.text import load_bank
@@ -20,7 +20,7 @@ from osreg.train.common import TrainConfig, save_checkpoint
 
 TINY = PRESETS["tiny"]
 N_CLASSES = len(load_bank().names)
-TOLERANCE_PX = 10.0  # shipped aggregator, quarter-turned demo pair: a weak bound; measured 8.1 px (docs/promptmid.md)
+TOLERANCE_PX = 10.0  # shipped aggregator, quarter-turned demo pair: a weak bound; measured 8.2 px (docs/promptmid.md)
 
 
 def text():
@@ -75,10 +75,8 @@ def test_bad_config_is_refused():
         PromptMIDConfig(sar_prior="lee")
     with pytest.raises(InputError, match="unknown PromptMID preset 'huge'; presets: default, tiny"):
         build_promptmid("huge")
-    with pytest.raises(InputError, match=r"scales must list at least one value, got \(\)"):
-        PromptMIDConfig(scales=())
-    # a single value is a one-element search, as `promptmid[rotations=0,scales=1]` gives on the command line
-    assert PromptMIDConfig(rotations=0, scales=1).rotations == (0,)
+    with pytest.raises(InputError, match="fine_window must be odd, got 4"):
+        PromptMIDConfig(fine_window=4)
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +104,13 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(WeightsNotFoundError, match=r"weights file not found: .*missing.pt \(given explicitly\)"):
         load_promptmid(tmp_path / "missing.pt")
     torch.save({"model": {}}, tmp_path / "other.pt")
-    with pytest.raises(WeightsNotFoundError, match="is not a PromptMID checkpoint"):
+    with pytest.raises(CheckpointError, match=r"other.pt is not a PromptMID checkpoint \(no aggregator / model_config "
+                                              r"entries\)$"):
         load_promptmid(tmp_path / "other.pt")
 
 
 def test_empty_and_textured_matches(tiny_checkpoint):
-    m = PromptMIDMatcher(weights=str(tiny_checkpoint), rotations=(0,), scales=(1.0,), coarse_threshold=0.0)
+    m = PromptMIDMatcher(weights=str(tiny_checkpoint), coarse_threshold=0.0)  # the bare matcher: no search
     flat = np.zeros((128, 128), np.float32)
     res = m.match(flat, flat, np.zeros((128, 128), bool), np.zeros((128, 128), bool))
     assert len(res) == 0 and res.keypoints0.shape == (0, 2) and res.confidence.shape == (0,)
@@ -122,6 +121,7 @@ def test_empty_and_textured_matches(tiny_checkpoint):
     assert np.median(d) < 2.0 and res.info["use_prompts"] is True  # same cells; untrained fine stage wanders
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss(tmp_path):
     from osreg.train.train_promptmid import train
 
@@ -186,24 +186,24 @@ def test_sar2sar_prior_smooths_speckle():
     clean[:, 48:] = 0.7
     speckled = np.clip(clean + 0.08 * np.log(rng.gamma(1.0, 1.0, clean.shape)), 0, 1).astype(np.float32)
     out = despeckle_display(speckled, np.ones(clean.shape, bool))
-    assert out.shape == clean.shape and out.min() >= 0 and out.max() <= 1
+    assert out.shape == clean.shape and out.min() == 0 and out.max() == 1  # stretched back to [0, 1]
     # speckle (variance inside each flat half) drops relative to the edge contrast
     def snr(img):
         return abs(img[:, 60:].mean() - img[:, :36].mean()) / (img[:, :36].std() + img[:, 60:].std())
     assert snr(out) > 2 * snr(speckled)
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    return PromptMIDMatcher()
+@pytest.mark.slow
+def test_shipped_aggregator_recovers_quarter_turned_demo():
+    """The committed demo pair (a held-out volkov pair, never trained on) with the SAR turned by 270 degrees: a
+    search over the four quarter turns at three scales (the full default search takes ~35 s here) finds the turn;
+    the fit is within TOLERANCE_PX, a weak bound that states the current aggregator (measured 8.2 px, the same as
+    with the full search: the hypothesis is right, the final matches are too noisy for a precise homography)."""
+    from osreg.matchers import build_matcher, method_setup
 
-
-def test_shipped_aggregator_recovers_quarter_turned_demo(shipped):
-    """The committed demo pair (a held-out volkov pair, never trained on) with the SAR turned by 270 degrees:
-    the search finds the turn; the fit is within TOLERANCE_PX, a weak bound that states the current aggregator
-    (measured 8.1 px: the hypothesis is right, the final matches are too noisy for a precise homography)."""
+    shipped = build_matcher(method_setup("promptmid", {"rotations": "0;90;180;270", "scales": "0.7;1;1.4"}))
     res, error = quarter_turned_demo(shipped)
-    assert res.info["hypothesis"]["rotation"] == 90
+    assert res.info["search"]["hypothesis"]["rotation"] == 90
     assert error < TOLERANCE_PX
 
 

@@ -1,7 +1,9 @@
-"""Command line: ``osreg register``, ``osreg match``, ``osreg benchmark``, ``osreg methods``.
+"""Command line: ``osreg register``, ``osreg match``, ``osreg benchmark``, ``osreg train``, ``osreg methods``.
 
-Data go to files or stdout, logs to stderr. Exit codes: 0 success (including "no match" for ``match``),
-2 bad input or refused overwrite, 3 registration not trustworthy, 1 unexpected error.
+Conventions (after rasterio's ``rio``): ``-v/-q`` on the group (``osreg -q register ...``); every command writes
+its output with ``-o/--out``; data go to files or stdout, logs to stderr; nothing is replaced without
+``--overwrite``, and the output location is checked before any work. Exit codes: 0 success (including "no match"
+for ``match``), 2 bad input, bad option or refused output, 3 registration not trustworthy, 1 anything unexpected.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,20 +32,9 @@ EXIT_INPUT = 2
 EXIT_UNTRUSTED = 3
 
 
-def _setup(verbose: int, quiet: int, threads: int) -> None:
-    level = logging.INFO - 10 * verbose + 10 * quiet
-    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    import cv2
-
-    cv2.setNumThreads(threads)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # torch is only needed by learned matchers
-        pass
+def _terminate(signum, frame):  # pragma: no cover - exercised by the kill test in a subprocess
+    """SIGTERM ends the run like Ctrl-C: cleanup blocks run, so no partial output is left."""
+    raise SystemExit(128 + signum)
 
 
 def _handle_errors(fn):
@@ -56,7 +48,7 @@ def _handle_errors(fn):
         except (InputError, OutputExistsError, WeightsNotFoundError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(EXIT_INPUT)
-        except OsregError as exc:
+        except (OsregError, OSError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
 
@@ -73,13 +65,14 @@ def _parse_bands(value: str | None) -> tuple[int, ...] | None:
         raise click.BadParameter(msg) from None
 
 
-def common_options(fn):
-    """Options shared by every command."""
-    fn = click.option("-v", "--verbose", count=True, help="More log output (repeatable).")(fn)
-    fn = click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")(fn)
-    fn = click.option("--threads", type=click.IntRange(1, 256), default=min(4, os.cpu_count() or 1),
-                      show_default=True, help="CPU threads for torch and OpenCV.")(fn)
-    return fn
+def threads_option(fn):
+    """``--threads``, set before any work (OpenCV now, torch when a method loads it)."""
+    return click.option("--threads", type=click.IntRange(1, 256), default=min(4, os.cpu_count() or 1),
+                        show_default=True, help="CPU threads for OpenCV and torch.")(fn)
+
+
+def overwrite_option(fn):
+    return click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(fn)
 
 
 def pair_options(fn):
@@ -91,8 +84,8 @@ def pair_options(fn):
         click.argument("optical", type=click.Path(dir_okay=False, path_type=str)),
         click.argument("sar", type=click.Path(dir_okay=False, path_type=str)),
         click.option("--method", default="cfog", show_default=True,
-                     help="Matcher: cfog, rift, sift, aliked, disk, xfeat, tar, promptmid (see `osreg methods`); "
-                          "options as name[key=value,...], e.g. promptmid[sar_prior=sar2sar]."),
+                     help="Matcher: cfog, rift, sift, aliked, disk, xfeat, tar, promptmid; options as "
+                          "name[key=value,...], e.g. promptmid[sar_prior=sar2sar] (`osreg methods` lists them)."),
         click.option("--model", type=click.Choice(MODELS), default="affine", show_default=True,
                      help="Transform model fitted to the matches."),
         click.option("--sar-scale", type=click.Choice(SAR_SCALES), default="auto", show_default=True,
@@ -105,6 +98,9 @@ def pair_options(fn):
                      help="Inlier threshold in pixels."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the robust estimator."),
         click.option("--no-georef", is_flag=True, help="Ignore georeferencing and register in pixel space."),
+        click.option("--no-border-mask", is_flag=True,
+                     help="Keep edge-connected exact-zero borders of inputs without a nodata value as data "
+                          "(by default they are masked, as GDAL's nearblack does)."),
         click.option("--search-radius", type=click.IntRange(4), default=None,
                      help="cfog only: largest shift searched (pixels at working resolution)."),
     ]
@@ -113,26 +109,27 @@ def pair_options(fn):
     return fn
 
 
-def _config(method, model, sar_scale, despeckle, optical_bands, sar_band, threshold, seed, no_georef, search_radius):
+def _config(method, model, sar_scale, despeckle, optical_bands, sar_band, threshold, seed, no_georef, no_border_mask,
+            search_radius):
     from osreg.geometry import GeometryConfig
     from osreg.matchers import parse_method_spec, resolve_method
     from osreg.pipeline import make_config
     from osreg.preprocess import PreprocessConfig
 
     name, options = parse_method_spec(method)
-    method = resolve_method(name)
     if search_radius is not None:
-        if method != "cfog":
-            raise InputError(f"--search-radius applies to method cfog only, not {method}")
+        if resolve_method(name) != "cfog":
+            raise InputError(f"--search-radius applies to method cfog only, not {resolve_method(name)}")
         options["search_radius"] = search_radius
     return make_config(
-        method,
+        name,
         options,
         preprocess=PreprocessConfig(sar_scale=sar_scale, despeckle=despeckle),
         geometry=GeometryConfig(model=model, threshold_px=threshold, seed=seed),
         optical_bands=_parse_bands(optical_bands),
         sar_band=sar_band,
         use_georeference=not no_georef,
+        mask_borders=not no_border_mask,
     )
 
 
@@ -158,31 +155,38 @@ def _split_methods(text: str) -> list[str]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
 @click.version_option(package_name="osreg")
-def main() -> None:
+def main(verbose: int, quiet: int) -> None:
     """osreg: register SAR images to optical images."""
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger().setLevel(max(level, logging.DEBUG))
 
 
 @main.command()
 @pair_options
-@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder for the outputs.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@common_options
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=str),
+              help="Output folder (new, empty, or holding an earlier run's outputs).")
+@overwrite_option
+@threads_option
 @_handle_errors
-def register(optical, sar, out_dir, overwrite, verbose, quiet, threads, **kw):
-    """Register SAR to OPTICAL and write the registered SAR, tie points, report and quick-look to OUT_DIR.
+def register(optical, sar, out_dir, overwrite, threads, **kw):
+    """Register SAR to OPTICAL and write the registered SAR, tie points, report and quick-look to OUT.
 
     Exits with 3, writing the report (and tie points) but no registered image, when the result is not
-    trustworthy.
+    trustworthy. The outputs replace OUT as one set.
     """
-    from osreg.export import output_paths, write_outputs
-    from osreg.io.atomic import check_can_write
+    from osreg.export import OUTPUT_NAMES, write_outputs
+    from osreg.io.atomic import check_output_folder
     from osreg.pipeline import run_registration
+    from osreg.runtime import set_threads
 
-    _setup(verbose, quiet, threads)
+    set_threads(threads)
     cfg = _config(**kw)
-    check_can_write(output_paths(out_dir).values(), overwrite)  # refuse before the work, not after
+    check_output_folder(out_dir, OUTPUT_NAMES.values(), overwrite)  # refuse before the work, not after
     reg = run_registration(optical, sar, cfg)
     written = write_outputs(reg, out_dir, overwrite)
     for kind, path in written.items():
@@ -194,25 +198,26 @@ def register(optical, sar, out_dir, overwrite, verbose, quiet, threads, **kw):
 
 @main.command()
 @pair_options
-@click.option("--out", "out_path", default="-", show_default=True,
+@click.option("-o", "--out", "out_path", default="-", show_default=True, type=click.Path(path_type=str),
               help="JSON file for the matches, or - for stdout.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-@common_options
+@overwrite_option
+@threads_option
 @_handle_errors
-def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
+def match(optical, sar, out_path, overwrite, threads, **kw):
     """Match OPTICAL and SAR and write the correspondences as one JSON object.
 
     keypoints0 are optical pixels, keypoints1 SAR pixels (0-based, (0, 0) = centre of the top-left pixel), H maps
     optical to SAR pixels (null when not trusted); an empty list is a valid "no match" answer (exit 0).
     """
     from osreg.export import match_json
-    from osreg.io.atomic import check_can_write, write_text_atomic
+    from osreg.io.atomic import check_output_file, write_text_atomic
     from osreg.pipeline import run_registration
+    from osreg.runtime import set_threads
 
-    _setup(verbose, quiet, threads)
+    set_threads(threads)
     cfg = _config(**kw)
     if out_path != "-":
-        check_can_write([out_path], overwrite)
+        check_output_file(out_path, overwrite)
     reg = run_registration(optical, sar, cfg)
     text = json.dumps(match_json(reg))
     if out_path == "-":
@@ -232,8 +237,8 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
               help="Comma-separated matchers; options as name[key=value,...], e.g. tar[use_text=false].")
 @click.option("--protocol", "protocols", default="aligned,large-deformation", show_default=True,
               help="aligned, large-deformation, or both comma-separated.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Folder for the report (summary.md, per_pair.csv, summary.json, plot).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=str),
+              help="Report folder (summary.md, per_pair.csv, summary.json, plot).")
 @click.option("--crop", type=click.IntRange(0), default=512, show_default=True,
               help="Centre crop side for larger images (0 = full images).")
 @click.option("--max-pairs", type=click.IntRange(0), default=0,
@@ -246,23 +251,20 @@ def match(optical, sar, out_path, overwrite, verbose, quiet, threads, **kw):
 @click.option("--volkov-gt", type=click.Choice(["identity", "checked"]), default="identity", show_default=True,
               help="volkov ground truth: the dataset's identity claim, or corrected by its independent alignment "
                    "check where that check is consistent.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
-@common_options
+@overwrite_option
+@threads_option
 @_handle_errors
 def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, seed, model, split, volkov_gt,
-              overwrite, verbose, quiet, threads):
+              overwrite, threads):
     """Score matchers on datasets with ground truth; writes summary.md, per_pair.csv, summary.json and plots."""
     from osreg.eval.benchmark import BenchmarkConfig, run_benchmark
-    from osreg.matchers import parse_method_spec, resolve_method
+    from osreg.runtime import set_threads
 
-    _setup(verbose, quiet, threads)
-    specs = [m.strip() for m in _split_methods(methods)]
-    for spec in specs:
-        resolve_method(parse_method_spec(spec)[0])
+    set_threads(threads)
     cfg = BenchmarkConfig(
         data_dir=data_dir,
         datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()),
-        methods=tuple(specs),
+        methods=tuple(m.strip() for m in _split_methods(methods)),
         protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()),
         crop=crop,
         max_pairs=max_pairs,
@@ -282,7 +284,7 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str),
               default=lambda: str(_default_data_dir()), show_default="$OSREG_DATA, else ../shared/data",
               help="Folder holding the datasets.")
-@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+@click.option("-o", "--out", "run_dir", required=True, type=click.Path(path_type=str),
               help="Run folder: checkpoints (last.pt), history.json, curves.png.")
 @click.option("--preset", default="default", show_default=True, help="Model preset (PRESETS of the method's config module).")
 @click.option("--steps", type=click.IntRange(1), default=3000, show_default=True)
@@ -298,11 +300,13 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
               help="TAR: fine trains only the fine stage (everything else frozen) with the fine loss.")
 @click.option("--fine-jitter", type=click.IntRange(0), default=0, show_default=True,
               help="TAR: move fine windows by up to this many fine pixels (offsets of a coarse match one cell off).")
-@common_options
+@threads_option
 @_handle_errors
 def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resume, init, train_only, fine_jitter,
-          verbose, quiet, threads):
+          threads):
     """Train a learned matcher on the pairs of DATA (validation pairs held out, see osreg.train.data)."""
+    from osreg.io.atomic import check_output_file
+    from osreg.runtime import set_threads
     from osreg.train.common import TrainConfig
 
     if method == "promptmid":
@@ -310,9 +314,18 @@ def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resum
     else:
         from osreg.train.train_tar import train as run_training
 
-    _setup(verbose, quiet, threads)
-    if (Path(run_dir) / "last.pt").exists() and not resume:
-        raise OutputExistsError(f"{run_dir}/last.pt exists: pass --resume to continue that run, or choose another --out")
+    from osreg.matchers.checkpoint import read_checkpoint
+
+    set_threads(threads)
+    last = Path(run_dir) / "last.pt"
+    if last.exists() and not resume:
+        raise OutputExistsError(f"{last} exists: pass --resume to continue that run, or choose another --out")
+    check_output_file(last, overwrite=True)
+    # checkpoints are read safely (weights_only) and checked before the data are loaded
+    if resume and last.exists():
+        read_checkpoint(last, "training", ("optimizer", "step", "history"))
+    if init:
+        read_checkpoint(init, method.upper() if method == "tar" else "PromptMID", ("model_config",))
     from osreg.train.data import AugmentConfig
 
     cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed, init=init or "", train_only=train_only,
@@ -322,13 +335,42 @@ def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resum
 
 
 @main.command()
-def methods():
-    """List the available matchers."""
-    from osreg.matchers import available_methods
+@click.argument("name", required=False)
+@_handle_errors
+def methods(name):
+    """List the matchers: what each is, what it needs, and its options (with types and defaults).
 
-    for m in available_methods():
-        click.echo(m)
+    With NAME, only that method. Options are given as --method 'name[key=value,...]' (lists as a;b;c).
+    """
+    from osreg.matchers import available_methods, method_info, method_options
+
+    names = [name] if name else available_methods()
+    for n in names:
+        info = method_info(n)
+        opts = method_options(n)
+        click.echo(f"{info.name}: {info.summary}")
+        click.echo(f"  needs: {info.needs}")
+        own = [o for o in opts if o.part == "matcher"]
+        click.echo("  options: " + ", ".join(f"{o.name} ({o.type_name}) = {o.default!r}" for o in own))
+        search = "on" if info.search is not None else "off"
+        refine = "on" if info.template_refine is not None else "off"
+        click.echo(f"  stages: search {search}, template_refine {refine}"
+                   + (f" ({info.defaults_note})" if info.defaults_note else ""))
+        if name:
+            click.echo("  stage options: " + ", ".join(f"{o.name} ({o.type_name}) = {o.default!r}"
+                                                        for o in opts if o.part != "matcher"))
+    if not name:
+        click.echo("\nstage options (every method): search (bool); rotations, scales, search_side, "
+                   "rectify_iterations, accept_inliers, accept_ratio, prescreen_side, prescreen_keep; "
+                   "template_refine (bool); template_radius, template_min_correction, template_passes, "
+                   "template_max_side. `osreg methods NAME` shows their types and that method's defaults.")
+
+
+def run() -> None:  # pragma: no cover - the console script; tests call main through click's runner
+    """The ``osreg`` console script: SIGTERM ends a run like Ctrl-C (cleanup runs, no partial output is left)."""
+    signal.signal(signal.SIGTERM, _terminate)
+    main()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

@@ -42,6 +42,27 @@ class BandCountError(InputError):
     """A raster's band count cannot be turned into what a matcher takes."""
 
 
+class ConstantImageError(InputError):
+    """Every valid pixel of an image has the same value: there is nothing to match."""
+
+
+class NotEnoughDataError(InputError):
+    """Too few valid pixels (or too little overlap) to register."""
+
+
+class MethodOptionError(InputError):
+    """An option a method does not have, or a value of the wrong type."""
+
+
+class CheckpointError(InputError):
+    """A file is not a checkpoint osreg can load (wrong content, or objects other than tensors and plain data)."""
+
+
+class OutputLocationError(InputError, OSError):
+    """An output path that cannot be written (under a file, in an unwritable folder, a folder where a file is
+    expected)."""
+
+
 class OutputExistsError(OsregError, FileExistsError):
     """An output file exists and ``overwrite`` was not given."""
 

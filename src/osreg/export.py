@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from osreg import __version__
 from osreg.geometry import apply_transform, decompose
-from osreg.io.atomic import atomic_output, check_can_write, write_text_atomic
+from osreg.io.atomic import staged_folder
 from osreg.io.raster import write_geotiff
 from osreg.pipeline import Registration, residual_misregistration
 
@@ -66,17 +67,18 @@ def match_json(reg: Registration) -> dict[str, Any]:
     )
 
 
-def build_report(reg: Registration, written: dict[str, str] | None = None) -> dict[str, Any]:
-    """The content of ``report.json``."""
+def build_report(reg: Registration, written: dict[str, str] | None = None, run_id: str = "") -> dict[str, Any]:
+    """The content of ``report.json`` (``run_id`` also tags the registered GeoTIFF of the same run)."""
     est = reg.estimate
     H_sar, exact = reg.transform_to_sar()
     cfg = reg.config
     report = {
         "osreg_version": __version__,
+        "run_id": run_id,
         "verdict": reg.verdict.label,
         "reasons": list(reg.verdict.reasons),
         "confidence": reg.verdict.confidence,
-        "method": cfg.method,
+        "method": cfg.method.name,
         "model": est.model,
         "inputs": {
             "optical": {"path": reg.optical.path, "size": [reg.optical.width, reg.optical.height],
@@ -85,9 +87,11 @@ def build_report(reg: Registration, written: dict[str, str] | None = None) -> di
             "sar": {"path": reg.sar.path, "size": [reg.sar.width, reg.sar.height], "bands": reg.sar.count,
                     "dtype": reg.sar.dtype, "crs": str(reg.sar.crs) if reg.sar.crs else None},
         },
+        "border_masked_px": dict(reg.border_masked_px),
         "starting_guess": "georeference (SAR resampled onto the optical grid)" if reg.georeferenced else "pixel space",
         "matches": len(reg.matches),
-        "matcher_info": dict(reg.matches.info),  # what the method reports of itself (search, refinement, ...)
+        "matcher_info": dict(reg.matches.info),  # what the method reports of itself (its search, ...)
+        "template_refine": dict(reg.refine_report),
         "inliers": est.n_inliers,
         "inlier_ratio": est.n_inliers / max(len(reg.matches), 1),
         "inlier_coverage": reg.verdict.coverage,
@@ -102,13 +106,7 @@ def build_report(reg: Registration, written: dict[str, str] | None = None) -> di
         },
         "misregistration_of_georeference": residual_misregistration(reg),
         "runtime_s": reg.timings,
-        "config": {
-            "method": cfg.method,
-            "matcher_options": dict(cfg.matcher_options),
-            "preprocess": vars(cfg.preprocess),
-            "geometry": vars(cfg.geometry),
-            "verdict": vars(cfg.verdict),
-        },
+        "config": cfg.to_dict(),
         "outputs": written or {},
     }
     return _jsonable(report)
@@ -157,6 +155,9 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def _geojson(reg: Registration, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """GeoJSON (RFC 7946) of the tie points: WGS84 longitude/latitude points when the optical image is
+    georeferenced; otherwise features without a geometry (``null``, an unlocated feature), since pixel coordinates
+    are not longitude/latitude. Pixel coordinates are always in the properties."""
     georef = reg.optical.is_georeferenced
     if georef and rows:
         from rasterio.warp import transform as warp_transform
@@ -164,12 +165,12 @@ def _geojson(reg: Registration, rows: list[dict[str, Any]]) -> dict[str, Any]:
         lon, lat = warp_transform(reg.optical.crs, "EPSG:4326", [r["map_x"] for r in rows], [r["map_y"] for r in rows])
     feats = []
     for i, r in enumerate(rows):
-        coords = [lon[i], lat[i]] if georef else [r["x_opt"], r["y_opt"]]
-        feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": coords}, "properties": dict(r)})
+        geometry = {"type": "Point", "coordinates": [lon[i], lat[i]]} if georef else None
+        feats.append({"type": "Feature", "geometry": geometry, "properties": dict(r)})
     doc = {"type": "FeatureCollection", "features": feats}
     doc["osreg_coordinates"] = (
-        f"WGS84 longitude/latitude of the optical tie point; map_x/map_y in {reg.optical.crs}" if georef
-        else "optical pixel coordinates (x = column, y = row; inputs not georeferenced)"
+        f"points at the WGS84 longitude/latitude of the optical tie points; map_x/map_y in {reg.optical.crs}"
+        if georef else "no geometry: the optical image is not georeferenced; x_opt/y_opt are optical pixels"
     )
     return _jsonable(doc)
 
@@ -232,36 +233,41 @@ def quicklook(optical_u8: np.ndarray, sar_u8: np.ndarray, max_side: int = 1024) 
 
 
 def write_outputs(reg: Registration, out_dir: str | Path, overwrite: bool = False) -> dict[str, str]:
-    """Write every output of a registration into ``out_dir``.
+    """Write every output of a registration into ``out_dir`` as one set.
 
     A trusted registration gets all outputs; an untrusted one only the tie points and the report (no registered
-    image and no quick-look). Nothing existing is replaced unless ``overwrite``.
+    image and no quick-look). The set is written into a hidden folder beside ``out_dir`` and replaces it as a whole
+    (:func:`osreg.io.atomic.staged_folder`): an earlier run's outputs never stay beside this run's report, and an
+    interrupted run leaves the earlier set untouched. The registered GeoTIFF and the report carry the same
+    ``run_id``. Nothing is replaced unless ``overwrite``.
 
-    Returns the paths written, by kind.
+    Returns the paths written, by kind (their final places in ``out_dir``).
     """
-    paths = output_paths(out_dir)
-    check_can_write(paths.values(), overwrite)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    final = output_paths(out_dir)
+    run_id = uuid.uuid4().hex
     written: dict[str, str] = {}
-    rows = tiepoint_rows(reg)
-    write_text_atomic(paths["tiepoints_csv"], _csv_text(rows), overwrite)
-    written["tiepoints_csv"] = str(paths["tiepoints_csv"])
-    write_text_atomic(paths["tiepoints_geojson"], json.dumps(_geojson(reg, rows)), overwrite)
-    written["tiepoints_geojson"] = str(paths["tiepoints_geojson"])
-    if reg.verdict.good:
-        data, valid = resample_sar_onto_optical(reg)
-        o = reg.optical
-        write_geotiff(paths["registered"], data, o.crs, o.transform, nodata=float("nan"), overwrite=overwrite,
-                      descriptions=[d or f"SAR band {i + 1}" for i, d in enumerate(reg.sar.descriptions)])
-        written["registered"] = str(paths["registered"])
-        opt8 = _stretch8(reg.optical_image, o.mask)
-        sar_img = np.where(valid, np.nanmean(data, axis=0) if data.shape[0] > 1 else data[0], np.nan)
-        if reg.sar.dtype != "uint8" and np.nanmin(sar_img) >= 0:
-            sar_img = np.log(np.maximum(sar_img, 1e-6))
-        with atomic_output(paths["quicklook"], overwrite) as tmp:
-            cv2.imwrite(str(tmp), quicklook(opt8, _stretch8(sar_img, valid)))
-        written["quicklook"] = str(paths["quicklook"])
-    report = build_report(reg, {**written, "report": str(paths["report"])})
-    write_text_atomic(paths["report"], json.dumps(report, indent=2), overwrite)
-    written["report"] = str(paths["report"])
+    with staged_folder(out_dir, OUTPUT_NAMES.values(), overwrite) as stage:
+        paths = output_paths(stage)
+        rows = tiepoint_rows(reg)
+        paths["tiepoints_csv"].write_text(_csv_text(rows), encoding="utf-8")
+        written["tiepoints_csv"] = str(final["tiepoints_csv"])
+        paths["tiepoints_geojson"].write_text(json.dumps(_geojson(reg, rows)), encoding="utf-8")
+        written["tiepoints_geojson"] = str(final["tiepoints_geojson"])
+        if reg.verdict.good:
+            data, valid = resample_sar_onto_optical(reg)
+            o = reg.optical
+            write_geotiff(paths["registered"], data, o.crs, o.transform, nodata=float("nan"), overwrite=True,
+                          descriptions=[d or f"SAR band {i + 1}" for i, d in enumerate(reg.sar.descriptions)],
+                          tags={"OSREG_RUN_ID": run_id, "OSREG_VERSION": __version__})
+            written["registered"] = str(final["registered"])
+            opt8 = _stretch8(reg.optical_image, o.mask)
+            sar_img = np.where(valid, np.nanmean(data, axis=0) if data.shape[0] > 1 else data[0], np.nan)
+            if reg.sar.dtype != "uint8" and np.nanmin(sar_img) >= 0:
+                sar_img = np.log(np.maximum(sar_img, 1e-6))
+            if not cv2.imwrite(str(paths["quicklook"]), quicklook(opt8, _stretch8(sar_img, valid))):
+                raise OSError(f"cannot write the quick-look {final['quicklook']}")
+            written["quicklook"] = str(final["quicklook"])
+        written["report"] = str(final["report"])
+        report = build_report(reg, written, run_id)
+        paths["report"].write_text(json.dumps(report, indent=2), encoding="utf-8")
     return written

@@ -1,8 +1,9 @@
-"""The registration pipeline: read -> georeferenced starting guess -> preprocess -> match -> fit -> verdict.
+"""The registration of two rasters: read -> valid pixels -> georeferenced starting guess -> preprocess -> the core.
 
 Matching happens between the optical image and a *working* SAR image: the SAR resampled onto the optical grid
-when both are georeferenced, else the SAR as read. Results are reported in original pixel coordinates of both
-images.
+when both are georeferenced, else the SAR as read. The match -> fit -> refine -> verdict steps are the core's
+(:func:`osreg.core.register_arrays`); this module prepares the rasters for it and maps its result back to original
+pixel coordinates of both images.
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from osreg.geometry import Estimate, GeometryConfig, apply_transform, estimate_transform
-from osreg.io.georef import GridMapping, reproject_sar_to_optical_grid
+from osreg.core import register_arrays
+from osreg.geometry import Estimate, GeometryConfig, apply_transform
+from osreg.io.georef import GridMapping, ground_distance_m, reproject_sar_to_optical_grid
 from osreg.io.raster import Raster, read_raster
-from osreg.matchers import Matcher, create_matcher
-from osreg.preprocess import (
-    PreprocessConfig,
-    prepare_optical,
-    prepare_sar,
-    resolve_sar_scale,
-)
+from osreg.io.validity import check_overlap_area, check_usable, mask_edge_borders
+from osreg.matchers import Matcher, MethodSetup, build_matcher, method_setup, parse_method_spec
+from osreg.preprocess import PreprocessConfig, check_band_count, prepare_optical, prepare_sar, resolve_sar_scale
 from osreg.types import MatchResult
-from osreg.verdict import Verdict, VerdictConfig, judge
+from osreg.verdict import Verdict, VerdictConfig
 
 logger = logging.getLogger(__name__)
 
@@ -37,22 +35,36 @@ class RegisterConfig:
     """Everything that decides a registration.
 
     Attributes:
-        method: matcher name.
-        matcher_options: fields of the matcher's config (as ``(name, value)`` pairs, to stay hashable).
+        method: the checked method (matcher options and stages), from :func:`osreg.matchers.method_setup`.
         preprocess, geometry, verdict: the stage configs.
         optical_bands: 1-based optical bands to read (None: all).
         sar_band: 1-based SAR band to read (None: all).
         use_georeference: resample the SAR onto the optical grid when both are georeferenced.
+        mask_borders: mask edge-connected exact-zero borders of inputs that declare no nodata (GDAL ``nearblack``).
     """
 
-    method: str = "cfog"
-    matcher_options: tuple[tuple[str, Any], ...] = ()
+    method: MethodSetup = field(default_factory=lambda: method_setup("cfog"))
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     optical_bands: tuple[int, ...] | None = None
     sar_band: int | None = None
     use_georeference: bool = True
+    mask_borders: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method.to_dict(), "preprocess": vars(self.preprocess),
+                "geometry": vars(self.geometry), "verdict": vars(self.verdict),
+                "optical_bands": self.optical_bands, "sar_band": self.sar_band,
+                "use_georeference": self.use_georeference, "mask_borders": self.mask_borders}
+
+
+def make_config(method: str = "cfog", matcher_options: dict[str, Any] | None = None, **kwargs) -> RegisterConfig:
+    """Build a :class:`RegisterConfig`; ``method`` is a name or a ``name[key=value,...]`` spec, ``matcher_options``
+    more options (both checked by :func:`osreg.matchers.method_setup`)."""
+    name, spec_options = parse_method_spec(method)
+    setup = method_setup(name, {**spec_options, **(matcher_options or {})})
+    return RegisterConfig(method=setup, **kwargs)
 
 
 @dataclass
@@ -60,13 +72,17 @@ class Registration:
     """The outcome of :func:`run_registration` (whether trusted or not).
 
     Attributes:
-        optical, sar: the inputs as read.
+        config: what was done.
+        optical, sar: the inputs as read (masks include detected borders).
         working_sar: the SAR the matcher saw (on the optical grid when georeferenced).
         mapping: how working-SAR pixels map to original SAR pixels (None in pixel space).
         matches: matches, keypoints1 in *working* SAR pixels.
         estimate: robust fit (optical px -> working SAR px).
         verdict: trust checks.
         timings: seconds per stage.
+        optical_image, sar_image: the preprocessed images the matcher saw.
+        refine_report: what the template refinement did (empty when off).
+        border_masked_px: pixels masked as edge-connected borders, per input.
     """
 
     config: RegisterConfig
@@ -80,6 +96,8 @@ class Registration:
     timings: dict[str, float]
     optical_image: np.ndarray
     sar_image: np.ndarray
+    refine_report: dict = field(default_factory=dict)
+    border_masked_px: dict[str, int] = field(default_factory=dict)
 
     @property
     def georeferenced(self) -> bool:
@@ -117,13 +135,15 @@ class Registration:
         return G, False
 
 
-def _hashable_options(options: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((options or {}).items()))
+def read_inputs(optical_path: str, sar_path: str, config: RegisterConfig = RegisterConfig()) -> tuple[Raster, Raster]:
+    """Read both inputs with the bands the config selects.
 
-
-def make_config(method: str = "cfog", matcher_options: dict[str, Any] | None = None, **kwargs) -> RegisterConfig:
-    """Build a :class:`RegisterConfig` with matcher options given as a dict."""
-    return RegisterConfig(method=method, matcher_options=_hashable_options(matcher_options), **kwargs)
+    Raises:
+        RasterReadError, InputError, NodataError: see :func:`osreg.io.raster.read_raster`.
+    """
+    optical = read_raster(optical_path, "optical", config.optical_bands)
+    sar = read_raster(sar_path, "SAR", None if config.sar_band is None else [config.sar_band])
+    return optical, sar
 
 
 def run_registration(
@@ -137,15 +157,15 @@ def run_registration(
     Args:
         optical_path, sar_path: raster files.
         config: what to do.
-        matcher: a ready matcher (reused across calls to avoid reloading weights); built from the config if None.
+        matcher: a ready matcher for ``config.method`` (reused across calls to avoid reloading weights); built from
+            the config if None.
 
     Raises:
-        InputError (and subclasses): unreadable files, no overlap, nodata-only images, images too small,
-            unknown method, unusable band counts.
+        InputError (and subclasses): unreadable files, no overlap, nodata-only, constant or too small images, too
+            little valid data or overlap, unknown method, unusable band counts.
     """
     t0 = time.perf_counter()
-    optical = read_raster(optical_path, "optical", config.optical_bands)
-    sar = read_raster(sar_path, "SAR", None if config.sar_band is None else [config.sar_band])
+    optical, sar = read_inputs(optical_path, sar_path, config)
     return register_rasters(optical, sar, config, matcher, t_read=time.perf_counter() - t0)
 
 
@@ -159,40 +179,45 @@ def register_rasters(
     """:func:`run_registration` on rasters already in memory."""
     timings = {"read_s": t_read}
     if matcher is None:
-        matcher = create_matcher(config.method, **dict(config.matcher_options))
+        matcher = build_matcher(config.method)
+    method, min_size = config.method.name, matcher.min_size
+    check_band_count(optical, "optical", method)
+    check_band_count(sar, "SAR", method)
+    masked: dict[str, int] = {}
+    if config.mask_borders:
+        optical, masked["optical"] = mask_edge_borders(optical, "optical")
+        sar, masked["sar"] = mask_edge_borders(sar, "SAR")
+    check_usable(optical, "optical", method, min_size)
+    check_usable(sar, "SAR", method, min_size)
     mapping = None
     working = sar
     t = time.perf_counter()
     if config.use_georeference and optical.is_georeferenced and sar.is_georeferenced:
         mapping = reproject_sar_to_optical_grid(optical, sar)
         working = mapping.sar_on_grid
+        check_overlap_area(working.mask & optical.mask, method, min_size)
         logger.info("both inputs georeferenced: SAR resampled onto the optical grid as the starting guess")
     elif optical.is_georeferenced != sar.is_georeferenced:
         logger.warning("only one input is georeferenced: registering in pixel space")
     timings["georef_s"] = time.perf_counter() - t
     t = time.perf_counter()
     pre = dataclasses.replace(config.preprocess, sar_scale=resolve_sar_scale(sar, config.preprocess))
-    img0 = prepare_optical(optical, pre, matcher.name)
-    img1 = prepare_sar(working, pre, matcher.name)
+    img0 = prepare_optical(optical, pre, method)
+    img1 = prepare_sar(working, pre, method)
     timings["preprocess_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    matches = matcher.match(img0, img1, optical.mask, working.mask)
-    timings["match_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    est = estimate_transform(matches.keypoints0, matches.keypoints1, config.geometry)
-    timings["estimate_s"] = time.perf_counter() - t
-    verdict = judge(est, matches.keypoints0, optical.mask, config.verdict, images=(img0, img1, working.mask))
-    logger.info(
-        "%s: %d matches, %d inliers, verdict %s%s", matcher.name, len(matches), est.n_inliers, verdict.label,
-        "" if verdict.good else " (" + "; ".join(verdict.reasons) + ")",
-    )
-    return Registration(config, optical, sar, working, mapping, matches, est, verdict, timings, img0, img1)
+    core = register_arrays(img0, img1, optical.mask, working.mask, matcher, config.geometry, config.verdict,
+                           config.method.template_refine)
+    timings.update(core.timings)
+    return Registration(config, optical, sar, working, mapping, core.matches, core.estimate, core.verdict, timings,
+                        img0, img1, core.refine_report, masked)
 
 
 def residual_misregistration(reg: Registration) -> dict[str, float] | None:
     """How far the georeferenced starting guess was off: displacement of the fit over the image.
 
-    Returns mean and max displacement in pixels and metres (None in pixel space or without a fit).
+    Returns mean and max displacement in pixels and in ground metres (measured on the ellipsoid, so independent of
+    the CRS's scale factor), the mean shift in pixels, and the ground size of an optical pixel at the scene centre;
+    None in pixel space or without a fit.
     """
     if reg.mapping is None or reg.estimate.H is None:
         return None
@@ -201,14 +226,9 @@ def residual_misregistration(reg: Registration) -> dict[str, float] | None:
     p = np.stack([gx.ravel(), gy.ravel()], axis=1)
     q = apply_transform(reg.estimate.H, p)
     d_px = np.linalg.norm(q - p, axis=1)
-    m0, m1 = o.pixel_to_map(p), o.pixel_to_map(q)
-    if o.crs.is_geographic:
-        lat = np.radians(m0[:, 1])
-        dx = (m1[:, 0] - m0[:, 0]) * 111320.0 * np.cos(lat)
-        dy = (m1[:, 1] - m0[:, 1]) * 110540.0
-        d_m = np.hypot(dx, dy)
-    else:
-        d_m = np.linalg.norm(m1 - m0, axis=1) * float(o.crs.linear_units_factor[1] if o.crs.linear_units_factor else 1)
+    d_m = ground_distance_m(o.crs, o.pixel_to_map(p), o.pixel_to_map(q))
+    c = np.array([[(o.width - 1) / 2, (o.height - 1) / 2]])
+    px_m = ground_distance_m(o.crs, o.pixel_to_map(c).repeat(2, 0), o.pixel_to_map(c + [[1, 0], [0, 1]]))
     shift = q.mean(0) - p.mean(0)
     return {
         "mean_px": float(d_px.mean()),
@@ -217,6 +237,7 @@ def residual_misregistration(reg: Registration) -> dict[str, float] | None:
         "max_m": float(d_m.max()),
         "shift_x_px": float(shift[0]),
         "shift_y_px": float(shift[1]),
+        "ground_pixel_size_m": [float(px_m[0]), float(px_m[1])],
     }
 
 
@@ -224,6 +245,7 @@ __all__ = [
     "RegisterConfig",
     "Registration",
     "make_config",
+    "read_inputs",
     "register_rasters",
     "residual_misregistration",
     "run_registration",

@@ -58,28 +58,36 @@ class PreprocessConfig:
             )
 
 
-def to_single_band(raster: Raster, role: str, method: str = "") -> np.ndarray:
-    """Reduce a raster to one float32 band.
-
-    One band is used as is; three bands (RGB, or a false-colour SAR rendering) are averaged with luminance
-    weights. Any other count is ambiguous and must be resolved by selecting bands when reading.
+def check_band_count(raster: Raster, role: str, method: str = "") -> None:
+    """Refuse a band count that cannot be reduced to one band: 1 band is used as is, 3 (RGB, or a false-colour SAR
+    rendering) are averaged; any other count is ambiguous and must be resolved by selecting bands when reading.
 
     Raises:
         BandCountError: for 2 or more than 3 bands.
     """
     n = raster.count
-    data = raster.data.astype(np.float32)
-    if n == 1:
-        return data[0]
-    if n == 3:
-        w = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return np.tensordot(w, data, axes=1)
+    if n in (1, 3):
+        return
     flag = "--optical-bands" if role.lower() == "optical" else "--sar-band"
     who = f"method '{method}'" if method else "osreg's matchers"
     raise BandCountError(
         f"{role} image {raster.path} has {n} bands; {who} takes one band, made from 1 band or 3 (RGB) bands. "
         f"Select bands with {flag} (e.g. {flag} {'4,3,2' if flag == '--optical-bands' else '1'})"
     )
+
+
+def to_single_band(raster: Raster, role: str, method: str = "") -> np.ndarray:
+    """Reduce a raster to one float32 band (one band as is; three averaged with luminance weights).
+
+    Raises:
+        BandCountError: for 2 or more than 3 bands (see :func:`check_band_count`).
+    """
+    check_band_count(raster, role, method)
+    data = raster.data.astype(np.float32)
+    if raster.count == 1:
+        return data[0]
+    w = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.tensordot(w, data, axes=1)
 
 
 def detect_sar_scale(values: np.ndarray, dtype: str) -> str:
@@ -137,12 +145,31 @@ def sar2sar_normalised(x: np.ndarray, weights: str | Path | None = None) -> np.n
     ph, pw = (-h) % 32, (-w) % 32
     a = np.pad(x.astype(np.float32), ((0, ph), (0, pw)), mode="reflect")
     model = Model("cpu", a.shape[0], a.shape[1])
-    state = torch.load(path, map_location="cpu", weights_only=False)["model_state_dict"]
+    state = _load_sar2sar_state(path)
     model.load_state_dict(state, strict=True)
     model.eval()
     with torch.inference_mode():
         out = model(torch.from_numpy(a)).numpy().reshape(a.shape)
     return out[:h, :w].astype(np.float32)
+
+
+def _load_sar2sar_state(path: Path) -> dict:
+    """The SAR2SAR weights, read with ``weights_only=True``. deepdespeckling's file also holds its optimiser state,
+    whose scalars are numpy scalars: exactly those two numpy constructors are allowed, nothing that runs code."""
+    import numpy
+    import torch
+
+    scalar = numpy._core.multiarray.scalar if hasattr(numpy, "_core") else numpy.core.multiarray.scalar
+    allowed = [(scalar, "numpy.core.multiarray.scalar"), numpy.dtype,
+               *{type(numpy.dtype(t)) for t in ("float32", "float64", "int64")}]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read them safely is the same error for the user
+        raise WeightsNotFoundError(f"SAR2SAR weights at {path} cannot be read safely (weights_only): {exc}") from None
+    if not isinstance(ck, dict) or "model_state_dict" not in ck:
+        raise WeightsNotFoundError(f"{path} is not a SAR2SAR checkpoint (no model_state_dict entry)")
+    return ck["model_state_dict"]
 
 
 # normalisation constants of deepdespeckling (utils/constants.py): natural-log amplitude range of its training data

@@ -19,7 +19,6 @@ import logging
 import math
 import multiprocessing as mp
 import resource
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,9 @@ from osreg.eval.deform import (
     warp_image,
 )
 from osreg.eval.metrics import pair_metrics, summarize
-from osreg.geometry import GeometryConfig, estimate_transform
-from osreg.io.atomic import atomic_output, check_can_write, write_text_atomic
+from osreg.geometry import GeometryConfig
+from osreg.io.atomic import check_output_folder, staged_folder
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
-from osreg.verdict import judge
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +61,12 @@ class BenchmarkConfig:
     threads: int = 2
     split: str = "all"
     volkov_gt: str = "identity"
+
+    def register_config(self, method: str):
+        """The registration config of one method spec: the CLI's, with this benchmark's model and seed."""
+        from osreg.pipeline import make_config
+
+        return make_config(method, geometry=GeometryConfig(model=self.model, seed=self.seed))
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -109,48 +113,44 @@ def prepare_pair(spec: PairSpec, protocol: str, crop: int, seed: int) -> Prepare
 
 
 # -- worker process -------------------------------------------------------------------------------------------
-_WORKER: dict[str, Any] = {}  # the matcher of this worker process, built once by _init_worker
+_WORKER: dict[str, Any] = {}  # this worker process's matcher and registration config, built once by _init_worker
 
 
-def _init_worker(method: str, threads: int) -> None:
-    import cv2
-    import torch
+def _init_worker(cfg: BenchmarkConfig, method: str) -> None:
+    from osreg.matchers import build_matcher
+    from osreg.runtime import set_threads
 
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-    from osreg.matchers import create_matcher, parse_method_spec
-
-    name, opts = parse_method_spec(method)
-    _WORKER["matcher"] = create_matcher(name, **opts)
-    _WORKER["label"] = method
+    set_threads(cfg.threads)
+    reg = cfg.register_config(method)
+    _WORKER.update(matcher=build_matcher(reg.method), config=reg, label=method)
 
 
 def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> dict[str, Any]:
+    from osreg.core import fit_and_judge, register_arrays
+    from osreg.types import MatchResult
+
     spec = next(p for p in load_pairs(cfg.data_dir, [dataset], cfg.volkov_gt) if p.name == name)
     pp = prepare_pair(spec, protocol, cfg.crop, cfg.seed)
-    matcher = _WORKER["matcher"]
+    matcher, reg = _WORKER["matcher"], _WORKER["config"]
     row: dict[str, Any] = {"dataset": dataset, "pair": name, "protocol": protocol, "method": _WORKER["label"],
                            "rotation_deg": pp.rotation_deg, "scale": pp.scale, "error": ""}
-    t = time.perf_counter()
+    args = (pp.img0, pp.img1, pp.mask0, pp.mask1)
     try:
-        matches = matcher.match(pp.img0, pp.img1, pp.mask0, pp.mask1)
+        res = register_arrays(*args, matcher, reg.geometry, reg.verdict, reg.method.template_refine)
     except InputError as exc:  # e.g. an image smaller than the matcher needs: a failed pair, not a crash
-        from osreg.types import MatchResult
-
-        matches = MatchResult.empty()
+        res = fit_and_judge(*args, MatchResult.empty(), reg.geometry, reg.verdict)
         row["error"] = str(exc)
-    est = estimate_transform(matches.keypoints0, matches.keypoints1, GeometryConfig(model=cfg.model, seed=cfg.seed))
-    row["time_s"] = time.perf_counter() - t
-    verdict = judge(est, matches.keypoints0, pp.mask0, images=(pp.img0, pp.img1, pp.mask1))
-    row["verdict"] = verdict.label
-    row["inliers"] = est.n_inliers
-    row["hypotheses_scored"] = matches.info.get("hypotheses_scored", "")  # search matchers only
-    row["template_refine"] = matches.info.get("template_refine", "")  # search matchers with template_refine
-    row["template_correction_px"] = matches.info.get("template_correction_px", "")
-    row.update(pair_metrics(matches, est, pp.gt, pp.img0.shape[1], pp.img0.shape[0]))
+    row["time_s"] = sum(res.timings.get(k, 0.0) for k in ("match_s", "estimate_s", "refine_s"))
+    row["verdict"] = res.verdict.label
+    row["inliers"] = res.estimate.n_inliers
+    search = res.matches.info.get("search", {})
+    row["hypotheses_scored"] = search.get("hypotheses_scored", "")  # with the search stage only
+    row["template_refine"] = res.refine_report.get("template_refine", "")  # with the template refinement only
+    row["template_correction_px"] = res.refine_report.get("template_correction_px", "")
+    row.update(pair_metrics(res.matches, res.estimate, pp.gt, pp.img0.shape[1], pp.img0.shape[0]))
     row["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     row["gt_note"] = pp.gt.note
-    row["H"] = json.dumps(None if est.H is None else np.round(est.H, 8).tolist())
+    row["H"] = json.dumps(None if res.estimate.H is None else np.round(res.estimate.H, 8).tolist())
     return row
 
 
@@ -167,9 +167,11 @@ def pair_split(pair: PairSpec) -> str:
 def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, overwrite: bool = False, progress: bool = False
                   ) -> dict[str, str]:
     """Run the benchmark and write its report; returns the written paths by kind."""
-    out = Path(out_dir)
-    paths = {k: out / v for k, v in REPORT_FILES.items()}
-    check_can_write(paths.values(), overwrite)
+    from osreg.matchers import setup_from_spec
+
+    for method in cfg.methods:  # every method spec is checked before any worker starts
+        setup_from_spec(method)
+    check_output_folder(out_dir, REPORT_FILES.values(), overwrite)
     pairs = load_pairs(cfg.data_dir, cfg.datasets, cfg.volkov_gt)
     if cfg.split != "all":
         pairs = [p for p in pairs if pair_split(p) == cfg.split]
@@ -187,8 +189,8 @@ def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, overwrite: bool = F
         bar = tqdm(total=len(tasks) * len(cfg.methods), unit="pair", desc="benchmark")
     ctx = mp.get_context("spawn")
     for method in cfg.methods:
-        with cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(method, cfg.threads)) as pool:
+        with cf.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            pool.submit(_init_worker, cfg, method).result()  # a method that cannot be built raises its own error here
             futures = [pool.submit(_run_pair, cfg, *t) for t in tasks]
             for f in futures:
                 rows.append(f.result())
@@ -197,7 +199,7 @@ def run_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, overwrite: bool = F
                     bar.update(1)
     if bar is not None:
         bar.close()
-    return write_report(cfg, rows, paths, overwrite)
+    return write_report(cfg, rows, out_dir, overwrite)
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -230,9 +232,9 @@ def summary_table(summaries: dict[tuple[str, str], dict[str, Any]], protocol: st
     return "\n".join(lines)
 
 
-def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], paths: dict[str, Path], overwrite: bool
+def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], out_dir: str | Path, overwrite: bool
                  ) -> dict[str, str]:
-    """Write summary.md, per_pair.csv, summary.json and the success-rate plot."""
+    """Write summary.md, per_pair.csv, summary.json and the success-rate plot into ``out_dir``, as one set."""
     summaries = {}
     per_dataset = {}
     for m in cfg.methods:
@@ -259,23 +261,24 @@ def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], paths: dict[s
         md.append(f"\n{len(errors)} pair runs ended in an input error (scored as failures), e.g.: "
                   f"{errors[0]['method']} on {errors[0]['dataset']}/{errors[0]['pair']}: {errors[0]['error']}\n")
     text = "".join(md)
-    paths["summary_md"].parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(paths["summary_md"], text, overwrite)
     cols = list(rows[0].keys()) if rows else []
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    write_text_atomic(paths["per_pair_csv"], buf.getvalue(), overwrite)
     js = {"config": asdict(cfg),
           "summary": {f"{m}/{p}": s for (m, p), s in summaries.items()},
           "per_dataset": {f"{m}/{p}/{d}": s for (m, p, d), s in per_dataset.items()}}
-    write_text_atomic(paths["summary_json"], json.dumps(js, indent=2, default=lambda v: None), overwrite)
-    _plot(rows, cfg, paths["plot"], overwrite)
-    return {k: str(v) for k, v in paths.items()}
+    with staged_folder(out_dir, REPORT_FILES.values(), overwrite) as stage:
+        (stage / REPORT_FILES["summary_md"]).write_text(text, encoding="utf-8")
+        (stage / REPORT_FILES["per_pair_csv"]).write_text(buf.getvalue(), encoding="utf-8")
+        (stage / REPORT_FILES["summary_json"]).write_text(json.dumps(js, indent=2, default=lambda v: None),
+                                                          encoding="utf-8")
+        _plot(rows, cfg, stage / REPORT_FILES["plot"])
+    return {k: str(Path(out_dir) / v) for k, v in REPORT_FILES.items()}
 
 
-def _plot(rows: list[dict[str, Any]], cfg: BenchmarkConfig, path: Path, overwrite: bool) -> None:
+def _plot(rows: list[dict[str, Any]], cfg: BenchmarkConfig, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -309,6 +312,5 @@ def _plot(rows: list[dict[str, Any]], cfg: BenchmarkConfig, path: Path, overwrit
     axes[0].legend()
     fig.suptitle("success rate against deformation strength (x = 0: aligned protocol; bins: large-deformation)")
     fig.tight_layout()
-    with atomic_output(path, overwrite) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)

@@ -176,6 +176,7 @@ def write_geotiff(
     nodata: float | None = None,
     overwrite: bool = False,
     descriptions: Sequence[str] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Path:
     """Write a tiled, compressed GeoTIFF atomically.
 
@@ -185,6 +186,8 @@ def write_geotiff(
         crs, transform: georeferencing; both None for a pixel-space image.
         nodata: nodata value to record.
         overwrite: replace an existing file.
+        descriptions: one name per band.
+        tags: dataset metadata tags (GDAL metadata of the default domain).
 
     Raises:
         OutputExistsError: the file exists and ``overwrite`` is false.
@@ -222,4 +225,6 @@ def write_geotiff(
             if descriptions:
                 for i, d in enumerate(descriptions, start=1):
                     dst.set_band_description(i, d)
+            if tags:
+                dst.update_tags(**tags)
     return final

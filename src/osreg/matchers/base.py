@@ -4,13 +4,20 @@ A matcher takes two preprocessed single-band float32 images in ``[0, 1]`` (image
 with optional validity masks, and returns a :class:`~osreg.types.MatchResult` in original-image pixel
 coordinates (pixel centres at integers). No match is a normal, correctly shaped result. Constructors never use
 the network; weights come from installed packages or an explicit path.
+
+Every matcher holds its frozen config as ``self.config`` (with a ``max_side`` field, its working resolution) and
+implements :meth:`Matcher.match_working` on images already at that resolution. Stages that wrap a matcher (the
+rotation/scale search, :mod:`osreg.matchers.search`) use the public pieces of the contract:
+:meth:`Matcher.working_pair`, :meth:`Matcher.match_working`, and the optional :meth:`Matcher.describe_reference` / :meth:`Matcher.coarse_match`
+that a dense matcher overrides to make hypothesis scoring cheap.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -41,19 +48,48 @@ def resize_by(img: np.ndarray, s: float) -> tuple[np.ndarray, float]:
     return out, out.shape[1] / w
 
 
+@dataclass(frozen=True)
+class WorkingPair:
+    """A pair at a matcher's working resolution.
+
+    Attributes:
+        image0, image1: ``(H, W)`` float32 images at working resolution.
+        mask0, mask1: eroded validity masks at working resolution (None: all valid).
+        scale0, scale1: working px per original px of each image.
+    """
+
+    image0: np.ndarray
+    image1: np.ndarray
+    mask0: np.ndarray | None
+    mask1: np.ndarray | None
+    scale0: float
+    scale1: float
+
+    def to_original(self, result: MatchResult) -> MatchResult:
+        """Drop matches that fall on invalid pixels and map the rest to original-image pixels."""
+        result = _drop_masked(result, self.mask0, self.mask1)
+        if self.scale0 != 1.0 or self.scale1 != 1.0:
+            result = result.scaled(self.scale0, self.scale1)
+        return result
+
+
 class Matcher(abc.ABC):
-    """Base class: input checks, working resolution, masks; subclasses implement :meth:`_match`.
+    """Base class: input checks, working resolution, masks; subclasses implement :meth:`match_working`.
 
     Attributes:
         name: the method name used on the command line.
         min_size: smallest image side (pixels, at working resolution) the method can work with.
-        max_side: the optical image is downscaled so that its longer side is at most this (None: never); the SAR
-            image is scaled by the same factor.
+        config: the matcher's frozen config; its ``max_side`` is the working resolution: the optical image is
+            downscaled so that its longer side is at most this (None: never) and the SAR image by the same factor.
     """
 
     name: ClassVar[str] = ""
     min_size: ClassVar[int] = 32
-    max_side: int | None = 1024
+    config: Any
+
+    @property
+    def max_side(self) -> int | None:
+        return getattr(self.config, "max_side", None)
 
     def match(
         self,
@@ -75,12 +111,23 @@ class Matcher(abc.ABC):
             InputError: an image is not a 2-D array.
             ImageTooSmallError: an image is smaller than the method needs.
         """
+        pair = self.working_pair(image0, image1, mask0, mask1)
+        if _featureless(pair.image0, pair.mask0) or _featureless(pair.image1, pair.mask1):
+            # no evidence, no match: networks (and zero padding) would otherwise match blank images by position
+            return MatchResult.empty(featureless=True)
+        result = pair.to_original(self.match_working(pair.image0, pair.image1, pair.mask0, pair.mask1))
+        logger.debug("%s: %d matches", self.name, len(result))
+        return result
+
+    def working_pair(self, image0: np.ndarray, image1: np.ndarray, mask0: np.ndarray | None = None,
+                     mask1: np.ndarray | None = None) -> WorkingPair:
+        """Check a pair and bring it to the working resolution (one scale factor for both images, set by the
+        optical image, so that the relative scale of the pair never changes); masks are eroded so that features
+        on the edge of no-data (artificial edges) are not used. :meth:`prepare_pair` is applied last."""
         for i, img in enumerate((image0, image1)):
             if not isinstance(img, np.ndarray) or img.ndim != 2:
                 shape = getattr(img, "shape", type(img).__name__)
                 raise InputError(f"{self.name}: image{i} must be a 2-D (H, W) array, got {shape}")
-        # one scale factor for both images, set by the optical (reference) image, so that the relative scale of
-        # the pair is never changed by the working resolution
         small0, s0 = resize_to_max_side(image0.astype(np.float32, copy=False), self.max_side)
         small1, s1 = resize_by(image1.astype(np.float32, copy=False), s0)
         for role, img, orig in (("optical", small0, image0), ("SAR", small1, image1)):
@@ -89,29 +136,49 @@ class Matcher(abc.ABC):
                     f"{role} image is {orig.shape[1]}x{orig.shape[0]} px; method '{self.name}' needs at least "
                     f"{self.min_size}x{self.min_size} px"
                 )
-        m0 = None if mask0 is None else _resize_mask(mask0, small0.shape)
-        m1 = None if mask1 is None else _resize_mask(mask1, small1.shape)
-        result = self._match(small0, small1, m0, m1)
-        result = _drop_masked(result, m0, m1)
-        if s0 != 1.0 or s1 != 1.0:
-            result = result.scaled(s0, s1)
-        logger.debug("%s: %d matches", self.name, len(result))
-        return result
+        m0 = None if mask0 is None else working_mask(mask0, small0.shape)
+        m1 = None if mask1 is None else working_mask(mask1, small1.shape)
+        small0, small1 = self.prepare_pair(small0, small1, m0, m1)
+        return WorkingPair(small0, small1, m0, m1, s0, s1)
+
+    def prepare_pair(self, image0: np.ndarray, image1: np.ndarray, mask0: np.ndarray | None,
+                     mask1: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Method-specific conditioning of a working pair, applied once per :meth:`match` before any stage (e.g.
+        PromptMID's SAR2SAR prior). The default returns the images unchanged."""
+        return image0, image1
 
     @abc.abstractmethod
-    def _match(
-        self, image0: np.ndarray, image1: np.ndarray, mask0: np.ndarray | None, mask1: np.ndarray | None
-    ) -> MatchResult:
-        """Match images at working resolution (coordinates in these images)."""
+    def match_working(self, image0: np.ndarray, image1: np.ndarray, mask0: np.ndarray | None,
+                      mask1: np.ndarray | None) -> MatchResult:
+        """Match a pair at working resolution (coordinates in these images; masks may be None)."""
+
+    def describe_reference(self, image0: np.ndarray, mask0: np.ndarray) -> Any:
+        """Features of the optical image that :meth:`coarse_match` can reuse for every hypothesis of a search
+        (None: nothing to reuse, the default)."""
+        return None
+
+    def coarse_match(self, image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
+                     reference: Any = None) -> MatchResult:
+        """Quick matches of a pair at working resolution, used to score search hypotheses and refine a
+        rectification. The default is the full matcher (:meth:`match_working`); dense matchers override it with a
+        coarse-only pass that reuses ``reference`` (from :meth:`describe_reference`)."""
+        return self.match_working(image0, image1, mask0, mask1)
 
 
-def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def working_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A validity mask at working resolution ``shape``, eroded by 2 px."""
     m = np.asarray(mask, dtype=np.uint8)
     if m.shape != shape:
         m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     # erode so that features on the edge of nodata (artificial edges) are not used
     m = cv2.erode(m, np.ones((5, 5), np.uint8))
     return m.astype(bool)
+
+
+def _featureless(img: np.ndarray, mask: np.ndarray | None) -> bool:
+    """True when the valid pixels of an image are (nearly) constant, or there are none."""
+    v = img if mask is None else img[mask]
+    return v.size == 0 or float(v.max() - v.min()) <= 1e-6
 
 
 def _lookup(mask: np.ndarray, xy: np.ndarray) -> np.ndarray:

@@ -75,13 +75,12 @@ class CFOGMatcher(Matcher):
 
     def __init__(self, **options) -> None:
         self.config = CFOGConfig(**options)
-        self.max_side = self.config.max_side
 
     def describe(self, image: np.ndarray) -> np.ndarray:
         """The CFOG channels of an image, ``(n_orientations, H, W)``."""
         return oriented_gradient_channels(image, self.config.n_orientations, self.config.sigma)
 
-    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         return self.match_described(image0, mask0, self.describe(image0), self.describe(image1))
 
     def match_described(self, image0: np.ndarray, mask0: np.ndarray | None, d0: np.ndarray, d1: np.ndarray

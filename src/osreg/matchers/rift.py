@@ -235,7 +235,6 @@ class RIFTMatcher(Matcher):
 
     def __init__(self, **options) -> None:
         self.config = RIFTConfig(**options)
-        self.max_side = self.config.max_side
 
     def _features(self, img: np.ndarray, mask: np.ndarray | None, both_ways: bool):
         cfg = self.config
@@ -255,7 +254,7 @@ class RIFTMatcher(Matcher):
             owner = np.concatenate([owner, owner])
         return xy, desc, owner
 
-    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         xy0, d0, _ = self._features(image0, mask0, both_ways=False)
         xy1, d1, owner1 = self._features(image1, mask1, both_ways=True)
         info = {"n_kpts0": len(xy0), "n_kpts1": len(xy1), "config": asdict(self.config)}

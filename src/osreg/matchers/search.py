@@ -1,20 +1,21 @@
-"""Test-time search over rotations and scales, and rectification, shared by the dense matchers (TAR, PromptMID).
+"""The rotation/scale search: a stage that wraps any matcher.
 
-Dense matchers built on CNN features are not rotation invariant. :class:`SearchMatcher` turns the SAR through a set
-of (rotation, scale) hypotheses at a low working resolution, keeps the hypothesis with the most geometrically
-consistent coarse matches, resamples the SAR into the optical frame with it (one cubic warp of the input SAR,
-refined by a few coarse passes), and runs the full matcher on the rectified pair. Matches are mapped back to the
-input SAR's pixels.
+Most matchers are not rotation invariant, and none is scale invariant across optical and SAR. :class:`SearchStage`
+turns the SAR through a set of (rotation, scale) hypotheses at a low working resolution, scores each by the
+inliers of a loose similarity fit to the wrapped matcher's quick matches (:meth:`Matcher.coarse_match`, reusing
+the optical image's :meth:`Matcher.describe_reference`), resamples the SAR into the optical frame with the best
+one (one cubic warp of the input SAR, refined by a few quick passes on the rectified pair), and runs the wrapped
+matcher (:meth:`Matcher.match_working`) on the rectified pair. Matches are mapped back to the input SAR's pixels.
 
-Subclasses hold a :class:`SearchConfig` (usually a :class:`DenseMatcherConfig`) as ``self.cfg`` and implement :meth:`SearchMatcher._coarse`, :meth:`SearchMatcher._final` and, optionally,
-:meth:`SearchMatcher._optical_features` (features of the optical image reused by every hypothesis).
+Any matcher can be wrapped: SIFT, CFOG, RIFT, TAR, PromptMID. Dense matchers make it cheap by overriding
+``describe_reference`` / ``coarse_match`` with a coarse-only pass; the others are scored with their full matcher.
 """
 
 from __future__ import annotations
 
-import abc
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,8 +24,7 @@ from osreg.configs import DictConfig
 from osreg.errors import InputError
 from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
 from osreg.matchers.base import Matcher
-from osreg.matchers.template_refine import refine_with_templates
-from osreg.types import Matches, MatchResult
+from osreg.types import MatchResult
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +34,17 @@ SEARCH_FIT_PX = 8.0  # inlier threshold of the loose similarity fit that scores 
 
 @dataclass(frozen=True)
 class SearchConfig(DictConfig):
-    """Working resolution and test-time search settings shared by the dense matchers' configs.
+    """Settings of the rotation/scale search stage.
 
     Attributes:
-        max_side: working resolution of inference.
-        rotations: test-time rotations of the SAR (degrees, counter-clockwise on screen) searched; multiples of 90
-            are exact, others resample onto a canvas that holds the whole turned image.
-        scales: test-time rescalings of the SAR searched.
-        search_side: working resolution of the hypothesis search.
-        rectify_iterations: coarse passes that refine the rectification of the SAR before the final pass.
+        rotations: rotations of the SAR (degrees, counter-clockwise on screen) searched; multiples of 90 are exact,
+            others resample onto a canvas that holds the whole turned image.
+        scales: rescalings of the SAR searched.
+        search_side: working resolution of the hypothesis search (longer side of the optical image, px).
+        rectify_iterations: quick passes that refine the rectification of the SAR before the final pass.
         accept_inliers: stop the search at the first hypothesis whose loose similarity fit has at least this many
-            coarse inliers, making up at least ``accept_ratio`` of its matches (hypotheses are tried from the
-            identity outwards); 0 always scores every hypothesis.
+            inliers, making up at least ``accept_ratio`` of its matches (hypotheses are tried from the identity
+            outwards); 0 always scores every hypothesis.
         accept_ratio: see ``accept_inliers``.
         prescreen_side: when the identity is not accepted, first score every hypothesis at this lower working
             resolution and keep the ``prescreen_keep`` best (by inliers) for scoring at ``search_side``; 0 scores
@@ -53,16 +52,9 @@ class SearchConfig(DictConfig):
             are the ones a prescreen usually drops.
         prescreen_keep: hypotheses kept by the prescreen (the identity, scored first, is always one of the
             candidates).
-        template_refine: refine the final matches by CFOG template matching on the pair rectified by their
-            homography (:mod:`osreg.matchers.template_refine`); kept only where it agrees with them.
-        template_radius: CFOG search radius (pixels) of ``template_refine``.
-        template_min_correction: ``template_refine`` keeps the matcher's own matches when the templates move its
-            homography by less than this (median px over the image): they confirm it, and on 20 volkov training
-            pairs the matcher's own matches were then the more precise in 4 of 6 cases (docs/tar.md).
     """
 
-    max_side: int = 512
-    rotations: tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
+    rotations: tuple[float, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
     scales: tuple[float, ...] = (0.7, 1.0, 1.4)
     search_side: int = 256
     rectify_iterations: int = 2
@@ -70,9 +62,6 @@ class SearchConfig(DictConfig):
     accept_ratio: float = 0.5
     prescreen_side: int = 0
     prescreen_keep: int = 6
-    template_refine: bool = False
-    template_radius: int = 12
-    template_min_correction: float = 1.5
 
     def __post_init__(self) -> None:
         # a single value is a one-element search (``tar[rotations=0,scales=1]`` on the command line disables it)
@@ -82,6 +71,12 @@ class SearchConfig(DictConfig):
                 object.__setattr__(self, name, (v,))
             elif not v:
                 raise InputError(f"{name} must list at least one value, got {v!r}")
+        if any(s <= 0 for s in self.scales):
+            raise InputError(f"scales must be positive, got {self.scales}")
+        if self.search_side < 32:
+            raise InputError(f"search_side must be at least 32 px, got {self.search_side}")
+        if self.rectify_iterations < 0:
+            raise InputError(f"rectify_iterations must be >= 0, got {self.rectify_iterations}")
         if self.accept_inliers < 0 or not 0.0 <= self.accept_ratio <= 1.0:
             raise InputError(f"accept_inliers must be >= 0 and accept_ratio in [0, 1], got {self.accept_inliers} "
                              f"and {self.accept_ratio}")
@@ -91,34 +86,16 @@ class SearchConfig(DictConfig):
         if self.prescreen_side and self.prescreen_side >= self.search_side:
             raise InputError(f"prescreen_side ({self.prescreen_side} px) must be below search_side "
                              f"({self.search_side} px), or 0 to switch the prescreen off")
-        if self.template_radius < 2:
-            raise InputError(f"template_radius must be at least 2 px, got {self.template_radius}")
+
+    @property
+    def n_hypotheses(self) -> int:
+        return len(self.rotations) * len(self.scales)
 
     def hypothesis_order(self) -> list[tuple[float, float]]:
         """Every (rotation, scale) pair, nearest the identity first: by angular distance from 0 degrees, then by
         distance of log-scale from 1."""
         pairs = [(r, s) for r in self.rotations for s in self.scales]
         return sorted(pairs, key=lambda h: (min(h[0] % 360, -h[0] % 360), abs(np.log(h[1]))))
-
-
-@dataclass(frozen=True)
-class DenseMatcherConfig(SearchConfig):
-    """:class:`SearchConfig` plus the settings of the shared dense matching (:mod:`osreg.matchers.dense`).
-
-    Attributes:
-        temperature: dual-softmax temperature of coarse matching.
-        coarse_threshold: smallest coarse confidence kept.
-        fine_window: fine refinement window (pixels of the 1/2 grid, odd).
-    """
-
-    temperature: float = 0.1
-    coarse_threshold: float = 0.05
-    fine_window: int = 7
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.fine_window % 2 == 0:
-            raise InputError(f"fine_window must be odd, got {self.fine_window}")
 
 
 def pad_to_multiple(img: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,39 +140,53 @@ def rotate_with_matrix(img: np.ndarray, mask: np.ndarray, angle: float) -> tuple
     return out, m, R
 
 
-class SearchMatcher(Matcher):
-    """A matcher that searches rotations and scales of the SAR, rectifies it, and then matches (see module doc)."""
+class SearchStage(Matcher):
+    """A matcher wrapped in the rotation/scale search (see the module doc). It answers to the matcher contract
+    itself, at the wrapped matcher's working resolution, so it can stand wherever a matcher can.
 
-    cfg: SearchConfig
+    Args:
+        inner: the matcher to wrap.
+        config: the search settings.
+    """
 
-    @abc.abstractmethod
-    def _coarse(self, img0: np.ndarray, mask0: np.ndarray, img1: np.ndarray, mask1: np.ndarray,
-                features0: object | None = None) -> Matches:
-        """Quick coarse matches of a pair (used to score hypotheses and refine the rectification)."""
+    def __init__(self, inner: Matcher, config: SearchConfig | None = None) -> None:
+        self.inner = inner
+        self.config = config if config is not None else SearchConfig()
+        self.name = inner.name  # type: ignore[misc]  # the stage answers under the wrapped method's name
+        self.min_size = inner.min_size  # type: ignore[misc]
 
-    @abc.abstractmethod
-    def _final(self, img0: np.ndarray, mask0: np.ndarray, img1: np.ndarray, mask1: np.ndarray) -> Matches:
-        """The full matcher on a (rectified) pair."""
+    @property
+    def max_side(self) -> int | None:
+        return self.inner.max_side
 
-    def _optical_features(self, img0: np.ndarray, mask0: np.ndarray) -> object | None:
-        """Features of the optical image at search resolution, passed to every :meth:`_coarse` of the search."""
-        return None
+    def prepare_pair(self, image0, image1, mask0, mask1):
+        return self.inner.prepare_pair(image0, image1, mask0, mask1)
 
-    def _hypotheses(self, img0, mask0, img1, mask1) -> list[dict]:
+    def hypotheses(self, image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray
+                   ) -> list[dict[str, Any]]:
         """Score (rotation, scale) hypotheses of the SAR at search resolution by the inliers of a loose similarity
-        fit (``SEARCH_FIT_PX``) to their coarse matches, nearest the identity first; stops early at an accepted
-        hypothesis (see :class:`SearchConfig`). With a prescreen, the first hypothesis and the prescreen's best are
-        scored."""
-        level = SearchLevel(self, img0, mask0, self.cfg.search_side)
+        fit (``SEARCH_FIT_PX``) to their quick matches, nearest the identity first; stops early at an accepted
+        hypothesis (see :class:`SearchConfig`). With a prescreen, the first hypothesis and the prescreen's best
+        are scored.
+
+        Args:
+            image0, mask0, image1, mask1: the pair at working resolution (masks all-True arrays when absent).
+
+        Returns:
+            one dict per hypothesis scored, in order: ``rotation``, ``scale``, ``inliers``, ``matches`` and
+            ``footprint`` (optical px -> px of the SAR so turned and scaled, at working resolution; None without a
+            fit).
+        """
+        level = SearchLevel(self.inner, image0, mask0, self.config.search_side, self.config.search_side)
         results: list[dict] = []
-        for rot, sc in self._candidates(img0, mask0, img1, mask1):
-            r = level.score(img1, mask1, rot, sc)
+        for rot, sc in self._candidates(image0, mask0, image1, mask1):
+            r = level.score(image1, mask1, rot, sc)
             if r is None:
                 continue
             results.append(r)
-            if (self.cfg.accept_inliers and r["inliers"] >= self.cfg.accept_inliers
-                    and r["inliers"] >= self.cfg.accept_ratio * r["matches"]):
-                logger.debug("search: accepted rotation %s, scale %s (%d of %d coarse matches) after %d hypotheses",
+            if (self.config.accept_inliers and r["inliers"] >= self.config.accept_inliers
+                    and r["inliers"] >= self.config.accept_ratio * r["matches"]):
+                logger.debug("search: accepted rotation %s, scale %s (%d of %d matches) after %d hypotheses",
                              rot, sc, r["inliers"], r["matches"], len(results))
                 break
         return results
@@ -203,31 +194,32 @@ class SearchMatcher(Matcher):
     def _candidates(self, img0, mask0, img1, mask1):
         """The hypotheses to score at search resolution, in search order: the one nearest the identity, then (only
         when the search asks for more, i.e. that one was not accepted) the rest, or the prescreen's best of them."""
-        order = self.cfg.hypothesis_order()
+        order = self.config.hypothesis_order()
         yield order[0]
         rest = order[1:]
-        if self.cfg.prescreen_side and len(rest) > self.cfg.prescreen_keep:
-            low = SearchLevel(self, img0, mask0, self.cfg.prescreen_side)
+        if self.config.prescreen_side and len(rest) > self.config.prescreen_keep:
+            low = SearchLevel(self.inner, img0, mask0, self.config.prescreen_side, self.config.search_side)
             scores = {h: low.score(img1, mask1, *h) for h in rest}
             ranked = sorted(rest, key=lambda h: (-1, -1) if scores[h] is None else
                             (scores[h]["inliers"], scores[h]["matches"]), reverse=True)
-            kept = set(ranked[:self.cfg.prescreen_keep])
+            kept = set(ranked[:self.config.prescreen_keep])
             rest = [h for h in rest if h in kept]
-            logger.debug("search: prescreen at %d px kept %s", self.cfg.prescreen_side, rest)
+            logger.debug("search: prescreen at %d px kept %s", self.config.prescreen_side, rest)
         yield from rest
 
-    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         mask0 = np.ones(image0.shape, bool) if mask0 is None else mask0
         mask1 = np.ones(image1.shape, bool) if mask1 is None else mask1
         info: dict = {}
-        if len(self.cfg.rotations) * len(self.cfg.scales) > 1:
-            scores = self._hypotheses(image0, mask0, image1, mask1)
+        if self.config.n_hypotheses > 1:
+            scores = self.hypotheses(image0, mask0, image1, mask1)
             best = max(scores, key=lambda r: (r["inliers"], r["matches"])) if scores else None
             info["hypothesis"] = None if best is None else {"rotation": best["rotation"], "scale": best["scale"],
                                                             "inliers": best["inliers"]}
             info["hypotheses_scored"] = len(scores)
         else:  # a single hypothesis: apply it as given
-            best = {"rotation": self.cfg.rotations[0], "scale": self.cfg.scales[0], "footprint": None, "inliers": 0}
+            best = {"rotation": self.config.rotations[0], "scale": self.config.scales[0], "footprint": None,
+                    "inliers": 0}
         r1, rm1, R = rotate_with_matrix(image1, mask1, best["rotation"] if best else 0)
         i1, m1, S = resize_with_matrix(r1, rm1, best["scale"] if best else 1.0)
         T = S @ R  # original SAR px -> hypothesis px
@@ -236,54 +228,58 @@ class SearchMatcher(Matcher):
             F = None  # already in the optical frame: any resampling would only blur the SAR
         if F is not None:
             # rectify: resample the SAR into the optical frame (optical px -> hypothesis px is F), refine F on the
-            # rectified pair at full resolution, and rectify again, so that the final pass sees a nearly aligned
-            # pair. Every rectification is one cubic warp of the input SAR (optical px -> input px is T^-1 F):
-            # chained resampling blurs the speckle texture the networks rely on.
+            # rectified pair, and rectify again, so that the final pass sees a nearly aligned pair. Every
+            # rectification is one cubic warp of the input SAR (optical px -> input px is T^-1 F): chained
+            # resampling blurs the speckle texture the networks rely on.
             Ti = np.linalg.inv(T)
-            for _ in range(self.cfg.rectify_iterations):
+            for _ in range(self.config.rectify_iterations):
                 r, rm = rectify(image1, mask1, Ti @ F, image0.shape)
-                k0, k1, _ = self._coarse(image0, mask0, r, rm)
-                est = estimate_transform(k0, k1, GeometryConfig(model="homography", threshold_px=6.0))
+                quick = self.inner.coarse_match(image0, mask0, r, rm)
+                est = estimate_transform(quick.keypoints0, quick.keypoints1,
+                                         GeometryConfig(model="homography", threshold_px=6.0))
                 if est.H is None or est.n_inliers < MIN_SEARCH_INLIERS:
                     break
                 F = F @ est.H
             i1, m1 = rectify(image1, mask1, Ti @ F, image0.shape)
             T = np.linalg.inv(Ti @ F)  # original SAR px -> rectified px
             info["rectified"] = True
-        k0, k1, conf = self._final(image0, mask0, i1.astype(np.float32), m1)
-        k1 = apply_transform(np.linalg.inv(T), k1) if len(k1) else k1
-        if self.cfg.template_refine:
-            (k0, k1, conf), report = refine_with_templates(image0, mask0, image1, mask1, (k0, k1, conf),
-                                                           self.cfg.template_radius,
-                                                           min_correction=self.cfg.template_min_correction)
-            info.update(report)
-        return MatchResult(k0, k1, conf, info)
+        final = self.inner.match_working(image0, i1.astype(np.float32), mask0, m1)
+        k1 = apply_transform(np.linalg.inv(T), final.keypoints1) if len(final) else final.keypoints1
+        return MatchResult(final.keypoints0, k1, final.confidence, {**final.info, "search": info})
 
 
 class SearchLevel:
-    """The optical image of a search at one working resolution (``side`` px on its longer side), with its features
-    computed once; :meth:`score` scores a hypothesis of the SAR against it."""
+    """The optical image of a search at one working resolution (``side`` px on its longer side), with its
+    reference features computed once; :meth:`score` scores a hypothesis of the SAR against it.
 
-    def __init__(self, matcher: SearchMatcher, img0: np.ndarray, mask0: np.ndarray, side: int) -> None:
+    Args:
+        matcher: the wrapped matcher (its :meth:`~Matcher.describe_reference` and :meth:`~Matcher.coarse_match`).
+        img0, mask0: the optical image and mask at the matcher's working resolution.
+        side: this level's working resolution.
+        search_side: the search's own resolution; the loose fit's threshold is ``SEARCH_FIT_PX`` there and in
+            proportion at a prescreen's lower resolution.
+    """
+
+    def __init__(self, matcher: Matcher, img0: np.ndarray, mask0: np.ndarray, side: int, search_side: int) -> None:
         self.matcher = matcher
         self.s0 = min(1.0, side / max(img0.shape))
         self.i0, self.m0, _ = resize_with_matrix(img0, mask0, self.s0)
-        self.features0 = matcher._optical_features(self.i0, self.m0)  # the same for every hypothesis
-        # the loose similarity fit's threshold: 8 px at search_side, in proportion at a prescreen's lower resolution
-        self.threshold = SEARCH_FIT_PX * side / matcher.cfg.search_side
+        self.reference = matcher.describe_reference(self.i0, self.m0)  # the same for every hypothesis
+        self.threshold = SEARCH_FIT_PX * side / search_side
         self._turned: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     def score(self, img1: np.ndarray, mask1: np.ndarray, rot: float, sc: float) -> dict | None:
-        """Inliers of the loose similarity fit to the coarse matches of the SAR turned by ``rot`` and scaled by
-        ``sc``, and its footprint (optical px -> px of the SAR so turned and scaled, at full resolution); None when
-        the SAR would be too small to match at this resolution."""
+        """Inliers of the loose similarity fit to the quick matches of the SAR turned by ``rot`` and scaled by
+        ``sc``, and its footprint (optical px -> px of the SAR so turned and scaled, at working resolution); None
+        when the SAR would be too small to match at this resolution."""
         if rot not in self._turned:
             self._turned[rot] = rotate_with_matrix(img1, mask1, rot)[:2]
         i1, m1, _ = resize_with_matrix(*self._turned[rot], self.s0 * sc)
         if min(i1.shape) < 32:
             return None
-        k0, k1, _ = self.matcher._coarse(self.i0, self.m0, i1, m1, features0=self.features0)
-        est = estimate_transform(k0, k1, GeometryConfig(model="similarity", threshold_px=self.threshold))
+        quick = self.matcher.coarse_match(self.i0, self.m0, i1, m1, reference=self.reference)
+        est = estimate_transform(quick.keypoints0, quick.keypoints1,
+                                 GeometryConfig(model="similarity", threshold_px=self.threshold))
         S0 = np.diag([self.s0, self.s0, 1.0])
         footprint = None if est.H is None else np.linalg.inv(S0) @ est.H @ S0
-        return {"rotation": rot, "scale": sc, "inliers": est.n_inliers, "matches": len(k0), "footprint": footprint}
+        return {"rotation": rot, "scale": sc, "inliers": est.n_inliers, "matches": len(quick), "footprint": footprint}

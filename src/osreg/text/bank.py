@@ -2,7 +2,8 @@
 phrased with several templates, encoded once and cached with the encoder's identity.
 
 The cached bank ships in the package (``osreg/text/data/bank_<encoder>.npz``), so inference never loads a
-text encoder; ``osreg text-bank`` (or :func:`build_bank`) rebuilds it.
+text encoder; :func:`rebuild_bank` rebuilds it
+(``python -c "from osreg.text.bank import rebuild_bank; rebuild_bank()"``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,28 @@ def save_bank(bank: TextBank, path: Path) -> None:
              fingerprint=bank.fingerprint)
 
 
+def rebuild_bank(encoder: str = "minilm-l6-v2", checkpoint: str | Path | None = None,
+                 folder: Path = DATA_DIR) -> Path:
+    """Encode the prompts again with a frozen text encoder and save the bank where :func:`load_bank` looks.
+
+    Args:
+        encoder: "minilm-l6-v2" (the shipped all-MiniLM-L6-v2, needs the ``text`` extra) or "clip" (a CLIP-style
+            text tower in the local folder ``checkpoint``).
+        checkpoint: a local checkpoint folder (optional for MiniLM).
+        folder: where to save the bank.
+
+    Returns:
+        the path of the saved bank.
+    """
+    from osreg.text.encoders import create_text_encoder
+
+    enc = create_text_encoder("minilm" if encoder.startswith("minilm") else encoder, checkpoint)
+    bank = build_bank(enc)
+    path = bank_path(bank.encoder, folder)
+    save_bank(bank, path)
+    return path
+
+
 def load_bank(encoder: str = "minilm-l6-v2", path: str | Path | None = None) -> TextBank:
     """Load a cached bank.
 
@@ -104,13 +127,13 @@ def load_bank(encoder: str = "minilm-l6-v2", path: str | Path | None = None) -> 
     p = Path(path) if path else bank_path(encoder)
     if not p.is_file():
         raise WeightsNotFoundError(f"text bank for encoder '{encoder}' not found; looked at {p}. Build it with "
-                                   f"`osreg text-bank --encoder {encoder}`")
+                                   f"osreg.text.bank.rebuild_bank('{encoder}')")
     z = np.load(p, allow_pickle=False)
     bank = TextBank(tuple(str(n) for n in z["names"]), z["embeddings"].astype(np.float32), str(z["encoder"]),
                     str(z["fingerprint"]))
     if bank.encoder != encoder or bank.fingerprint != bank_fingerprint():
         raise WeightsNotFoundError(
             f"text bank {p} was built by encoder '{bank.encoder}' for prompts {bank.fingerprint}; expected encoder "
-            f"'{encoder}' and prompts {bank_fingerprint()}. Rebuild it with `osreg text-bank --encoder {encoder}`"
+            f"'{encoder}' and prompts {bank_fingerprint()}. Rebuild it with osreg.text.bank.rebuild_bank('{encoder}')"
         )
     return bank

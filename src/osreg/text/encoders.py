@@ -73,6 +73,6 @@ def create_text_encoder(kind: str = "minilm", checkpoint: str | Path | None = No
         return MiniLMEncoder(checkpoint)
     if kind == "clip":
         if checkpoint is None:
-            raise InputError("text encoder 'clip' needs a local checkpoint folder (--text-checkpoint)")
+            raise InputError("text encoder 'clip' needs a local checkpoint folder (checkpoint=...)")
         return CLIPTextEncoder(checkpoint)
     raise InputError(f"unknown text encoder {kind!r}; expected minilm or clip")

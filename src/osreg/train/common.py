@@ -16,6 +16,7 @@ import torch
 
 from osreg.errors import InputError
 from osreg.io.atomic import atomic_output, write_text_atomic
+from osreg.matchers.checkpoint import load_state, read_checkpoint
 from osreg.train.data import AugmentConfig, make_batch
 
 logger = logging.getLogger(__name__)
@@ -126,8 +127,8 @@ def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Modu
     step = 0
     last = run / "last.pt"
     if resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        trainable.load_state_dict(ck[state_key])
+        ck = read_checkpoint(last, "training", (state_key, "optimizer", "step", "history"))
+        load_state(trainable, ck[state_key], last, "training")
         optim.load_state_dict(ck["optimizer"])
         sched.last_epoch = ck["step"]
         step, history = ck["step"], ck["history"]
@@ -180,7 +181,7 @@ def export_weights(checkpoint: str | Path, out: str | Path, command: str, state_
     ``rebuild(model_config)`` makes the module the weights must load into (strictly) before anything is written;
     ``inference`` replaces inference settings of the model config (chosen after training; recorded in the
     description)."""
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(checkpoint, "training", (state_key, "model_config", "train_config", "step"))
     if inference:
         unknown = set(inference) - set(ck["model_config"])
         if unknown:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from osreg.errors import InputError
+from osreg.matchers.checkpoint import read_checkpoint
 from osreg.matchers.tar.config import PRESETS, TARConfig
 from osreg.matchers.tar.model import TARModel
 from osreg.text import load_bank
@@ -48,9 +49,7 @@ def compute_losses(model: TARModel, text, opt, sar, valid, H, fine_ok, cfg: Trai
 def initialise(model: TARModel, path: str | Path) -> None:
     """Load the weights of the TAR checkpoint ``path`` into ``model``. Only modules of ``model`` the checkpoint
     lacks may be missing (they keep their fresh initialisation); anything else that does not fit is an error."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if "model" not in ck:
-        raise InputError(f"{path} is not a TAR checkpoint (no 'model' entry)")
+    ck = read_checkpoint(path, "TAR", ("model",))
     missing, unexpected = model.load_state_dict(ck["model"], strict=False)
     fresh = [k for k in missing if k.startswith("refiner.")]
     if unexpected or len(fresh) != len(missing):

@@ -1,152 +1,30 @@
 """PromptMID: zero-shot modality-invariant descriptors from frozen networks, guided by land-use prompts.
 
-Frozen ALIKED, DISK and XFeat dense descriptors at several scales (:mod:`.frozen`; optional SAR2SAR input prior and
-diffusion branch) are fused by a trained multi-granularity aggregator conditioned on land-use affinities to the
-shared text bank (:mod:`.model`). Matching: dual-softmax mutual nearest neighbours of the coarse (1/8) descriptors
-above a confidence, refined by expectation in a window of the fine (1/2) descriptors, then the shared geometry.
-Large deformations: the same rotation and scale search as TAR (:mod:`osreg.matchers.search`).
+- :mod:`.config`: the frozen config and its presets (torch-free);
+- :mod:`.frozen`, :mod:`.model`, :mod:`.diffusion`: the frozen extractors, the trained aggregator, the optional
+  diffusion branch;
+- :mod:`.matcher`: :class:`PromptMIDMatcher` (the matcher contract), :func:`load_promptmid` (checkpoints) and
+  :func:`build_promptmid` (an untrained model for training).
+
+The matcher and the loaders are imported lazily, so that reading the config never loads torch.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
-import numpy as np
-import torch
-
-from osreg.errors import InputError, WeightsNotFoundError
-from osreg.matchers.dense import dense_matches, window_refiner
 from osreg.matchers.promptmid.config import PRESETS, PromptMIDConfig
-from osreg.matchers.promptmid.model import PromptMIDNet, dual_softmax
-from osreg.matchers.search import SearchMatcher, pad_to_multiple
-from osreg.preprocess import sar2sar_normalised, stretch
-from osreg.types import MatchResult
-from osreg.weights import resolve_weights
 
-logger = logging.getLogger(__name__)
-
-SHIPPED = "matchers/promptmid/weights/promptmid.pt"
-MIN_CELL_STD = 1e-3  # cells whose intensity spread (in [0, 1] units) is below this are not matched
-# fields that may differ from the checkpoint at inference; the others define the trained network
-INFERENCE_FIELDS = {"use_prompts", "coarse_threshold", "fine_window", "sar_prior", "max_side", "rotations", "scales",
-                    "search_side", "rectify_iterations", "temperature", "diffusion_checkpoint", "accept_inliers",
-                    "accept_ratio"}
+_LAZY = {"PromptMIDMatcher": "matcher", "load_promptmid": "matcher", "build_promptmid": "matcher",
+         "despeckle_display": "matcher", "SHIPPED": "matcher", "MIN_CELL_STD": "matcher", "PromptMIDNet": "model"}
 
 
-def load_promptmid(weights: str | Path | None = None, **overrides) -> PromptMIDNet:
-    """Build PromptMID from a checkpoint: its saved config rebuilds the aggregator (strict load); the frozen networks
-    load from their packages.
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
 
-    Args:
-        weights: checkpoint file; the one shipped in the package when None.
-        **overrides: inference fields of PromptMIDConfig (use_prompts, sar_prior, rotations, scales, ...).
-
-    Raises:
-        WeightsNotFoundError: no checkpoint where it looked, or not a PromptMID checkpoint.
-        InputError: an override changes the trained architecture.
-    """
-    fixed = set(overrides) - INFERENCE_FIELDS
-    if fixed:
-        raise InputError(f"PromptMID options {sorted(fixed)} define the trained network and cannot be changed at "
-                         f"inference; changeable: {', '.join(sorted(INFERENCE_FIELDS))}")
-    path = resolve_weights(weights, "osreg", SHIPPED, "reinstall osreg (the weights ship inside the package)")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if "model_config" not in ck or "aggregator" not in ck:
-        raise WeightsNotFoundError(f"{path} is not a PromptMID checkpoint (no model_config / aggregator entries)")
-    cfg = replace(PromptMIDConfig.from_dict(ck["model_config"]), **overrides)
-    if bool(cfg.diffusion_checkpoint) != (cfg.diffusion_channels > 0):
-        raise InputError(f"{path} was trained {'with' if cfg.diffusion_channels else 'without'} the diffusion branch; "
-                         f"diffusion_checkpoint must be {'given' if cfg.diffusion_channels else 'left unset'}")
-    net = PromptMIDNet(cfg)
-    net.aggregator.load_state_dict(ck["aggregator"], strict=True)
-    return net.eval()
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_promptmid(preset: str | PromptMIDConfig = "default") -> PromptMIDNet:
-    """An untrained PromptMID (for training) from a preset name or a config."""
-    if isinstance(preset, str) and preset not in PRESETS:
-        raise InputError(f"unknown PromptMID preset {preset!r}; presets: {', '.join(PRESETS)}")
-    cfg = PRESETS[preset] if isinstance(preset, str) else preset
-    if cfg.diffusion_checkpoint and not cfg.diffusion_channels:
-        from osreg.matchers.promptmid.diffusion import DiffusionFeatures
-
-        probe = DiffusionFeatures(cfg.diffusion_checkpoint, cfg.diffusion_timestep)
-        cfg = replace(cfg, diffusion_channels=probe.channels)
-    return PromptMIDNet(cfg)
-
-
-def despeckle_display(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The SAR2SAR prior on a [0, 1] log-scaled SAR image: the image is read as SAR2SAR's normalised log amplitude,
-    despeckled and stretched back to [0, 1]."""
-    return stretch(sar2sar_normalised(img), mask)
-
-
-class PromptMIDMatcher(SearchMatcher):
-    """``--method promptmid``. Options: ``weights`` (checkpoint path) and the inference fields of
-    :class:`PromptMIDConfig`: ``use_prompts`` (False: the prompt ablation), ``sar_prior`` ("sar2sar"),
-    ``rotations`` / ``scales`` (``rotations=(0,), scales=(1.0,)`` disables the search), ..."""
-
-    name = "promptmid"
-    min_size = 64
-
-    def __init__(self, weights: str | None = None, **overrides) -> None:
-        self.net = load_promptmid(weights, **overrides)
-        self.cfg = self.net.cfg
-        self.max_side = self.cfg.max_side
-        from osreg.text import load_bank
-
-        self.text = torch.from_numpy(load_bank(self.cfg.text_encoder).embeddings)
-        self._optical: tuple[int, dict] | None = None
-
-    @torch.inference_mode()
-    def _describe(self, img: np.ndarray, mask: np.ndarray, fine: bool) -> dict:
-        a, m = pad_to_multiple(img, mask, 32)
-        t = torch.from_numpy(a)[None, None]
-        out = self.net(t, self.text, with_fine=fine)
-        mean = torch.nn.functional.avg_pool2d(t, 8)
-        std = (torch.nn.functional.avg_pool2d(t * t, 8) - mean * mean).clamp_min(0).sqrt()
-        # valid cells: mostly inside the image mask and not featureless (a flat cell carries no evidence; the
-        # networks' zero padding would otherwise give blank images position-dependent descriptors that match)
-        out["cells"] = ((torch.nn.functional.avg_pool2d(torch.from_numpy(m)[None, None].float(), 8) > 0.5)
-                        & (std > MIN_CELL_STD))[:, 0]
-        return out
-
-    def _full_optical(self, img0: np.ndarray, mask0: np.ndarray) -> dict:
-        """Descriptors of the full-resolution optical image, computed once per match call."""
-        if self._optical is None or self._optical[0] != id(img0):
-            self._optical = (id(img0), self._describe(img0, mask0, fine=True))
-        return self._optical[1]
-
-    @torch.inference_mode()
-    def _pair(self, img0, mask0, img1, mask1, fine: bool, out0: dict):
-        out1 = self._describe(img1, mask1, fine)
-        conf = dual_softmax(out0["coarse"], out1["coarse"], self.cfg.temperature, out0["cells"], out1["cells"])
-        refine = window_refiner(out0["fine"], out1["fine"], self.cfg.fine_window) if fine else None
-        return dense_matches(conf, tuple(out0["coarse"].shape[-2:]), tuple(out1["coarse"].shape[-2:]),
-                             self.cfg.coarse_threshold, img0.shape, img1.shape, refine)
-
-    def _optical_features(self, img0, mask0):
-        return self._describe(img0, mask0, fine=False)
-
-    def _coarse(self, img0, mask0, img1, mask1, features0=None):
-        out0 = features0 if features0 is not None else self._full_optical(img0, mask0)
-        return self._pair(img0, mask0, img1, mask1, False, out0)
-
-    def _final(self, img0, mask0, img1, mask1):
-        return self._pair(img0, mask0, img1, mask1, True, self._full_optical(img0, mask0))
-
-    def _match(self, image0, image1, mask0, mask1) -> MatchResult:
-        self._optical = None
-        if self.cfg.sar_prior == "sar2sar":
-            image1 = despeckle_display(image1, np.ones(image1.shape, bool) if mask1 is None else mask1)
-        try:
-            result = super()._match(image0, image1, mask0, mask1)
-        finally:
-            self._optical = None
-        result.info.update({"use_prompts": self.cfg.use_prompts, "sar_prior": self.cfg.sar_prior})
-        return result
-
-
-__all__ = ["PromptMIDConfig", "PromptMIDMatcher", "PromptMIDNet", "PRESETS", "build_promptmid", "load_promptmid"]
+__all__ = ["PRESETS", "PromptMIDConfig", "PromptMIDMatcher", "PromptMIDNet", "build_promptmid", "load_promptmid"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from osreg.errors import InputError
-from osreg.matchers.search import DenseMatcherConfig
+from osreg.matchers.dense_config import DenseMatcherConfig
 
 EXTRACTORS = ("aliked", "disk", "xfeat")
 SAR_PRIORS = ("none", "sar2sar")
@@ -27,13 +27,15 @@ class PromptMIDConfig(DenseMatcherConfig):
         text_encoder: identity of the shared text bank (:mod:`osreg.text`); text_dim: its embedding width.
         use_prompts: condition the aggregation on land-use affinities (False: the prompt ablation, same weights).
         prompt_temperature: softmax temperature of the land-use affinities (cosine similarities).
-        temperature, coarse_threshold, fine_window: see :class:`~osreg.matchers.search.DenseMatcherConfig`.
+        max_side, temperature, coarse_threshold, fine_window: see
+            :class:`~osreg.matchers.dense_config.DenseMatcherConfig`.
         sar_prior: "sar2sar" despeckles the SAR with deepdespeckling's SAR2SAR before the extractors.
         diffusion_checkpoint: a local Stable Diffusion folder (diffusers format) whose UNet decoder features join
             the coarse features; None (default) leaves the branch off. A model trained without it cannot use it.
         diffusion_timestep: noise timestep at which diffusion features are read; diffusion_channels: their width.
-        max_side, rotations, scales, search_side, rectify_iterations, accept_inliers, accept_ratio: see
-            :class:`~osreg.matchers.search.SearchConfig` (PromptMID searches exhaustively by default).
+
+    The rotation/scale search is a stage around the matcher (PromptMID's default for it is in the method
+    registry, :mod:`osreg.matchers`).
     """
 
     extractors: tuple[str, ...] = ("aliked", "disk", "xfeat")
@@ -73,5 +75,9 @@ PRESETS: dict[str, PromptMIDConfig] = {
     "default": PromptMIDConfig(),
     # for tests and quick experiments: the cheapest extractor, one scale, a narrow head
     "tiny": PromptMIDConfig(extractors=("xfeat", "aliked"), pyramid_scales=(1.0,), hidden=32, descriptor_dim=32,
-                            fine_dim=16, max_side=256, search_side=128),
+                            fine_dim=16, max_side=256),
 }
+
+# fields that may differ from the checkpoint at inference; the others define the trained network
+INFERENCE_FIELDS = ("use_prompts", "max_side", "temperature", "coarse_threshold", "fine_window", "sar_prior",
+                    "diffusion_checkpoint")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from osreg.errors import InputError
-from osreg.matchers.search import DenseMatcherConfig
+from osreg.matchers.dense_config import DenseMatcherConfig
 
 
 @dataclass(frozen=True)
@@ -20,19 +20,11 @@ class TARConfig(DenseMatcherConfig):
         use_text: inject text descriptors (False: the TAFE ablation, same weights, gated residual skipped).
         fine_attention: refine coarse matches with self- and cross-attention between the two fine windows
             (:class:`~osreg.matchers.tar.model.FineWindowRefiner`) instead of a plain correlation window.
-        temperature, coarse_threshold, fine_window: see :class:`~osreg.matchers.search.DenseMatcherConfig`.
-        max_side, rotations, scales, search_side, rectify_iterations, accept_inliers, accept_ratio: see
-            :class:`~osreg.matchers.search.SearchConfig`. TAR stops its search at a hypothesis with 80 coarse
-            inliers making up half its matches: on 40 calibration cases from volkov's training split
-            (``scripts/calibrate_search.py``) no wrong hypothesis had more than 69, and the stop never changed
-            which hypothesis was right (docs/tar.md).
-        prescreen_side, prescreen_keep: see :class:`~osreg.matchers.search.SearchConfig`. Off for TAR: a
-            prescreen at 128-160 px saved about 1.5 s a large-deformation pair on 20 volkov training pairs but
-            registered one or two fewer of them (docs/tar.md, "Speed and memory").
-        template_refine, template_radius: see :class:`~osreg.matchers.search.SearchConfig`. On for TAR: CFOG
-            template matching on the pair TAR has aligned replaces TAR's matches where it agrees with them
-            (on 20 volkov training pairs, SR@3 40 -> 70 % aligned and 0 -> 30 % under large deformation,
-            docs/tar.md); ``tar[template_refine=false]`` is TAR's own matches.
+        max_side, temperature, coarse_threshold, fine_window: see
+            :class:`~osreg.matchers.dense_config.DenseMatcherConfig`.
+
+    The rotation/scale search and the template refinement are stages around the matcher, not part of its config:
+    TAR's defaults for them are in the method registry (:mod:`osreg.matchers`), with the reasons.
     """
 
     stem_channels: int = 24
@@ -45,9 +37,6 @@ class TARConfig(DenseMatcherConfig):
     text_dim: int = 384
     use_text: bool = True
     fine_attention: bool = False
-    accept_inliers: int = 80
-    accept_ratio: float = 0.5
-    template_refine: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -59,6 +48,9 @@ PRESETS: dict[str, TARConfig] = {
     "default": TARConfig(),
     "fine_attention": TARConfig(fine_attention=True),
     "tiny": TARConfig(stem_channels=8, trunk_channels=(16, 32), d_model=32, fine_dim=16, n_heads=2,
-                      layers=("self", "cross"), max_side=256, search_side=128),
+                      layers=("self", "cross"), max_side=256),
 }
 PRESETS["tiny_fine_attention"] = replace(PRESETS["tiny"], fine_attention=True)
+
+# fields that may differ from the checkpoint at inference; the others define the trained network
+INFERENCE_FIELDS = ("use_text", "max_side", "temperature", "coarse_threshold", "fine_window")
