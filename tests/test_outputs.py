@@ -110,7 +110,8 @@ def test_a_kill_at_any_moment_never_mixes_two_runs(tmp_path):
     assert leftovers(out) == []
 
 
-@pytest.mark.parametrize("case", ["under_file", "folder_is_file", "foreign_files", "match_out_folder", "unwritable"])
+@pytest.mark.parametrize("case", ["under_file", "folder_is_file", "foreign_files", "match_out_folder", "unwritable",
+                                  "current_folder"])
 def test_output_location_is_checked_before_any_work(tmp_path, monkeypatch, case):
     import osreg.pipeline
 
@@ -131,6 +132,13 @@ def test_output_location_is_checked_before_any_work(tmp_path, monkeypatch, case)
         out = tmp_path
         expect = (f"Error: output folder {out} holds files osreg did not write (file.txt); its outputs are replaced "
                   "as one set, so give a new or empty folder")
+    elif case == "current_folder":
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        monkeypatch.chdir(empty)
+        out = "."
+        expect = ("Error: output folder . is the current folder or holds it; its outputs replace the folder as a whole, "
+                  "so give a subfolder (e.g. -o out)")
     elif case == "match_out_folder":
         command, out = "match", tmp_path
         expect = f"Error: output file {out} is a folder; give the path of a file to write"

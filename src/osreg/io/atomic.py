@@ -113,6 +113,10 @@ def check_output_folder(out_dir: str | os.PathLike, owned: Iterable[str], overwr
     p = Path(out_dir)
     if p.exists() and not p.is_dir():
         raise OutputLocationError(f"output folder {p} is a file; give the path of a folder")
+    here = Path.cwd().resolve()
+    if p.resolve() == here or p.resolve() in here.parents:
+        raise OutputLocationError(f"output folder {p} is the current folder or holds it; its outputs replace the "
+                                  "folder as a whole, so give a subfolder (e.g. -o out)")
     _check_creatable(p, "output folder")
     if not p.exists():
         return
