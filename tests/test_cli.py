@@ -35,7 +35,10 @@ def test_register_demo_writes_trusted_georeferenced_outputs(demo_result):
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "good" and report["reasons"] == [] and report["inliers"] >= 30
     assert report["matcher_info"]["n_templates"] >= report["matches"]  # what CFOG reports of itself
-    assert report["config"]["method"] == {"method": "cfog", "options": {}, "search": None, "template_refine": None}
+    # georeferenced: the default search (auto) trusts the georeference and does not run
+    method = report["config"]["method"]
+    assert method["method"] == "cfog" and method["search"] == "auto" and method["template_refine"] is None
+    assert "search" not in report["matcher_info"]
     # the simulated geocoding error is found: ~(6.3, 3.8) px (+ ~1 px of the pair's own residual); in ground metres
     # a 10 m World Mercator pixel is 8.7 m at 29.6 degrees north (tests/test_export.py checks the units exactly)
     mis = report["misregistration_of_georeference"]

@@ -166,3 +166,43 @@ def test_train_and_val_splits_partition_the_pairs(shared_data):
     assert all(split[k] == "val" for k in split if k[0] == "osmnet_zhanghan9718")  # never trained on
     with pytest.raises(InputError, match=r"^unknown split 'test'; expected one of all, val, train$"):
         BenchmarkConfig(split="test")
+
+
+def test_paper_and_self_check_protocols():
+    """The TAR paper's deformation (rotation +-35, scale 0.7-1.3, shift +-10 % on a canvas of the SAR's size) and the
+    self-check (the optical itself as the SAR, deformed over the full circle): ground truths exact, seeded."""
+    from osreg.eval.deform import sample_paper_deformation
+    from osreg.geometry import decompose
+
+    img = textured((200, 240), seed=3)
+    for k in range(20):
+        d = sample_paper_deformation(240, 200, np.random.default_rng(k))
+        p = decompose(d.D)
+        rot = (-p["rotation_deg"] + 180) % 360 - 180
+        assert abs(rot) <= 35.001 and 0.7 <= np.sqrt(p["determinant"]) <= 1.3
+        assert abs(rot - ((d.rotation_deg + 180) % 360 - 180)) < 1e-6
+        centre = apply_transform(d.D, [[119.5, 99.5]])[0] - [119.5, 99.5]
+        assert abs(centre[0]) <= 24.0 and abs(centre[1]) <= 20.0  # the shift: +-10 % of the size
+    warped, mask = warp_image(img, np.ones_like(img, bool), d.D, size=(240, 200))
+    assert warped.shape == img.shape and 0 < mask.mean() < 1  # content moved off the canvas is masked
+    gt = GroundTruth(H=np.eye(3)).composed(after=d.D)
+    pts = np.random.default_rng(1).uniform(60, 140, (100, 2))
+    q = gt.map(pts)
+    inside = mask[np.round(q[:, 1]).astype(int).clip(0, 199), np.round(q[:, 0]).astype(int).clip(0, 239)]
+    vals = cv2.remap(warped, q[:, 0:1].astype(np.float32), q[:, 1:2].astype(np.float32), cv2.INTER_LINEAR)[:, 0]
+    exact = cv2.remap(img, pts[:, 0:1].astype(np.float32), pts[:, 1:2].astype(np.float32), cv2.INTER_LINEAR)[:, 0]
+    assert inside.sum() > 50 and np.abs(vals - exact)[inside].mean() < 0.02
+
+
+def test_self_check_protocol_pairs_the_optical_with_itself(shared_data):
+    from osreg.eval.benchmark import prepare_pair
+
+    spec = load_pairs(shared_data, ["osmnet_zhanghan9718"])[0]
+    aligned = prepare_pair(spec, "aligned", 512, 0)
+    pp = prepare_pair(spec, "self-check", 512, 0)
+    pts = pp.gt.eval_points(*aligned.img0.shape[::-1])
+    q = pp.gt.map(pts)
+    vals = cv2.remap(pp.img1, q[:, 0:1].astype(np.float32), q[:, 1:2].astype(np.float32), cv2.INTER_LINEAR)[:, 0]
+    ref = cv2.remap(aligned.img0, pts[:, 0:1].astype(np.float32), pts[:, 1:2].astype(np.float32),
+                    cv2.INTER_LINEAR)[:, 0]
+    assert np.corrcoef(vals, ref)[0, 1] > 0.95 and pp.gt.note == "self-check: exact"

@@ -12,6 +12,7 @@ from conftest import DEMO_OPTICAL, DEMO_SAR
 from osreg.cli import main
 from osreg.errors import InputError, MethodOptionError
 from osreg.matchers import build_matcher, method_options, method_setup, setup_from_spec
+from osreg.matchers.global_search import GlobalSearchConfig, GlobalSearchStage
 from osreg.matchers.search import SearchConfig, SearchStage
 from osreg.matchers.template_refine import TemplateRefineConfig
 
@@ -23,22 +24,32 @@ def run(*args):
 def test_options_are_typed_and_routed_to_the_matcher_or_a_stage():
     s = setup_from_spec("tar[use_text=false,max_side=384,scales=0.7;1.4,template_radius=8]")
     assert s.name == "tar" and dict(s.options) == {"use_text": False, "max_side": 384}
-    # TAR's default search (early stop at 80 inliers) with the scales changed; its refinement with radius 8
-    assert s.search == SearchConfig(scales=(0.7, 1.4), accept_inliers=80, accept_ratio=0.5)
+    # TAR's default grid search (early stop at 80 inliers) with the scales changed; its refinement with radius 8
+    assert s.search == "grid" and s.grid == SearchConfig(scales=(0.7, 1.4), accept_inliers=80, accept_ratio=0.5)
     assert s.template_refine == TemplateRefineConfig(radius=8)
     plain = method_setup("sift")
-    assert plain.search is None and plain.template_refine is None and plain.options == ()
-    # any method can take the stages
-    s = method_setup("sift", {"search": "true", "template_refine": True, "rotations": "0;180"})
-    assert s.search == SearchConfig(rotations=(0.0, 180.0)) and s.template_refine == TemplateRefineConfig()
+    assert plain.search == "off" and plain.template_refine is None and plain.options == ()
+    assert not isinstance(build_matcher(plain), (SearchStage, GlobalSearchStage))
+    # any method can take the stages: a grid setting implies the grid search, a global one the global search
+    s = method_setup("sift", {"template_refine": True, "rotations": "0;180"})
+    assert s.search == "grid" and s.grid == SearchConfig(rotations=(0.0, 180.0))
+    assert s.template_refine == TemplateRefineConfig()
     assert isinstance(build_matcher(s), SearchStage) and build_matcher(s).inner.name == "sift"
-    assert method_setup("tar", {"search": False, "template_refine": False}).search is None
+    s = method_setup("sift", {"search": "true", "global_candidates": "4"})
+    assert s.search == "global" and s.global_search == GlobalSearchConfig(candidates=4)
+    assert isinstance(build_matcher(s), GlobalSearchStage)
+    assert method_setup("tar", {"search": False, "template_refine": False}).search == "off"
+    # auto (CFOG's default): the global search without a usable georeference, none with one
+    auto = method_setup("cfog")
+    assert auto.search == "auto" and auto.search_kind(georeferenced=True) == "off"
+    assert isinstance(build_matcher(auto), GlobalSearchStage)
+    assert not isinstance(build_matcher(auto, georeferenced=True), GlobalSearchStage)
 
 
 @pytest.mark.parametrize("spec,message", [
     ("cfog[foo=1]", r"^method 'cfog' has no option 'foo'; valid options: n_orientations \(int, default 9\), "
                     r"sigma \(float, default 0.8\), template_size \(int, default 48\), .*"
-                    r"search \(bool, default False\)"),
+                    r"search \(str, default 'auto'\)"),
     ("sift[ratoi=0.8]", r"^method 'sift' has no option 'ratoi'; valid options: max_keypoints \(int, default 2000\), "
                         r"ratio \(float, default 0.9\)"),
     ("cfog[template_size=abc]", r"^option 'template_size' of method 'cfog' must be int, got 'abc'; valid options: "
@@ -46,7 +57,11 @@ def test_options_are_typed_and_routed_to_the_matcher_or_a_stage():
     ("tar[use_text=maybe]", r"^option 'use_text' of method 'tar' must be bool, got 'maybe'"),
     ("tar[d_model=64]", r"^method 'tar' has no option 'd_model'; valid options: weights \(str or none, default None\)"),
     ("tar[scales=big]", r"^option 'scales' of method 'tar' must be list of float \(a;b;...\), got 'big'"),
-    ("sift[search=false,rotations=90]", r"^search options \['rotations'\] were given with search=false$"),
+    ("sift[search=false,rotations=90]", r"^grid search options \['rotations'\] were given with search=off$"),
+    ("sift[search=maybe]", r"^option 'search' of method 'sift' must be one of off, global, grid, auto \(or true / "
+                           r"false\), got 'maybe'$"),
+    ("cfog[rotations=90,global_candidates=3]", r"^grid search options \['rotations'\] and global search options "
+                                               r"\['global_candidates'\] exclude each other$"),
 ])
 def test_bad_options_are_refused_with_the_valid_ones_and_their_types(spec, message):
     with pytest.raises(MethodOptionError, match=message):
@@ -63,16 +78,17 @@ def test_bad_values_are_refused_by_the_configs_before_anything_runs():
 def test_every_method_lists_its_options_with_types_and_defaults():
     opts = {o.name: o for o in method_options("promptmid")}
     assert opts["coarse_threshold"].default == 1e-4  # the shipped weights' value, not the untrained default
-    assert opts["search"].default is True and opts["template_refine"].default is False
+    assert opts["search"].default == "grid" and opts["template_refine"].default is False
     assert opts["sar_prior"].type_name == "str" and opts["weights"].type_name == "str or none"
     res = run("methods")
     assert res.exit_code == 0
     for name in ("sift", "aliked", "disk", "xfeat", "cfog", "rift", "tar", "promptmid"):
         assert f"\n{name}: " in "\n" + res.stdout
     assert "needs: nothing beyond osreg's core (no torch)" in res.stdout
-    assert "search_radius (int) = 24" in res.stdout and "stages: search on, template_refine on" in res.stdout
+    assert "search_radius (int) = 24" in res.stdout and "stages: search grid, template_refine on" in res.stdout
+    assert "stages: search auto, template_refine off" in res.stdout  # cfog
     res = run("methods", "tar")
-    assert res.stdout.startswith("tar: ") and "stage options: search (bool) = True" in res.stdout
+    assert res.stdout.startswith("tar: ") and "stage options: search (str) = 'grid'" in res.stdout
 
 
 @pytest.mark.parametrize("command", ["register", "match", "benchmark"])
@@ -94,5 +110,6 @@ def test_register_records_the_method_setup_in_the_report(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["config"]["method"]["options"] == {"template_size": 40}
+    assert report["config"]["method"]["search"] == "auto"  # georeferenced demo: no search ran
     assert report["config"]["method"]["template_refine"]["radius"] == 12
     assert report["template_refine"]["template_refine"] in ("applied", "confirmed")

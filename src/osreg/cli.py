@@ -236,7 +236,9 @@ def match(optical, sar, out_path, overwrite, threads, **kw):
 @click.option("--methods", default="sift,aliked,disk,xfeat,cfog,rift", show_default=True,
               help="Comma-separated matchers; options as name[key=value,...], e.g. tar[use_text=false].")
 @click.option("--protocol", "protocols", default="aligned,large-deformation", show_default=True,
-              help="aligned, large-deformation, or both comma-separated.")
+              help="Comma-separated: aligned, paper (the TAR paper's deformation: rotation +-35 deg, scale 0.7-1.3, "
+                   "shift +-10 %), large-deformation (full circle, scale 0.5-2), self-check (the optical itself "
+                   "as the SAR, deformed as large-deformation).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=str),
               help="Report folder (summary.md, per_pair.csv, summary.json, plot).")
 @click.option("--crop", type=click.IntRange(0), default=512, show_default=True,
@@ -352,18 +354,20 @@ def methods(name):
         click.echo(f"  needs: {info.needs}")
         own = [o for o in opts if o.part == "matcher"]
         click.echo("  options: " + ", ".join(f"{o.name} ({o.type_name}) = {o.default!r}" for o in own))
-        search = "on" if info.search is not None else "off"
         refine = "on" if info.template_refine is not None else "off"
-        click.echo(f"  stages: search {search}, template_refine {refine}"
+        click.echo(f"  stages: search {info.search}, template_refine {refine}"
                    + (f" ({info.defaults_note})" if info.defaults_note else ""))
         if name:
             click.echo("  stage options: " + ", ".join(f"{o.name} ({o.type_name}) = {o.default!r}"
                                                         for o in opts if o.part != "matcher"))
     if not name:
-        click.echo("\nstage options (every method): search (bool); rotations, scales, search_side, "
-                   "rectify_iterations, accept_inliers, accept_ratio, prescreen_side, prescreen_keep; "
-                   "template_refine (bool); template_radius, template_min_correction, template_passes, "
-                   "template_max_side. `osreg methods NAME` shows their types and that method's defaults.")
+        click.echo("\nstage options (every method): search (off, global, grid, auto; true = the method's own kind); "
+                   "global search: global_coarse_side, global_rotation_step, global_min_scale, global_max_scale, "
+                   "global_scales_per_octave, global_channels, global_min_overlap, global_candidates, "
+                   "global_accept_inliers; grid search: rotations, scales, search_side, rectify_iterations, "
+                   "accept_inliers, accept_ratio, prescreen_side, prescreen_keep; template_refine (bool); "
+                   "template_radius, template_min_correction, template_passes, template_max_side. "
+                   "`osreg methods NAME` shows their types and that method's defaults.")
 
 
 def run() -> None:  # pragma: no cover - the console script; tests call main through click's runner

@@ -178,8 +178,10 @@ def register_rasters(
 ) -> Registration:
     """:func:`run_registration` on rasters already in memory."""
     timings = {"read_s": t_read}
+    use_georeference = config.use_georeference and optical.is_georeferenced and sar.is_georeferenced
     if matcher is None:
-        matcher = build_matcher(config.method)
+        # search=auto: the global rotation/scale search only when there is no usable georeference
+        matcher = build_matcher(config.method, georeferenced=use_georeference)
     method, min_size = config.method.name, matcher.min_size
     check_band_count(optical, "optical", method)
     check_band_count(sar, "SAR", method)
@@ -192,7 +194,7 @@ def register_rasters(
     mapping = None
     working = sar
     t = time.perf_counter()
-    if config.use_georeference and optical.is_georeferenced and sar.is_georeferenced:
+    if use_georeference:
         mapping = reproject_sar_to_optical_grid(optical, sar)
         working = mapping.sar_on_grid
         check_overlap_area(working.mask & optical.mask, method, min_size)

@@ -1,9 +1,13 @@
-"""``osreg benchmark``: score matchers on datasets with ground truth under two protocols.
+"""``osreg benchmark``: score matchers on datasets with ground truth under four protocols.
 
 - ``aligned``: the pairs as given (larger images centre-cropped to ``crop`` px; the SAR window follows the ground
   truth).
-- ``large-deformation``: the SAR additionally rotated over the full circle, scaled by 0.5-2 and mildly
-  perspective-warped with a seeded per-pair deformation; the ground truth is composed accordingly.
+- ``paper``: the TAR paper's test deformation of the SAR (rotation +-35 degrees, scale 0.7-1.3, shift +-10 %, on a
+  canvas of the SAR's size), seeded per pair; the ground truth is composed accordingly.
+- ``large-deformation``: the SAR rotated over the full circle, scaled by 0.5-2 and mildly perspective-warped (on a
+  canvas that holds all of it), seeded per pair.
+- ``self-check``: the SAR replaced by the optical crop under the large-deformation deformation (same modality):
+  any sound method passes it.
 
 Each method runs in its own worker process, so that its peak memory (resident set of that process, Python and
 libraries included) can be reported and model loading is kept out of the timings.
@@ -26,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from osreg.errors import InputError
-from osreg.eval.datasets import PairSpec, default_data_dir, load_pairs
+from osreg.eval.datasets import GroundTruth, PairSpec, default_data_dir, load_pairs
 from osreg.eval.deform import (
     centre_crop_box,
     crop_around,
     pair_seed,
     sample_deformation,
+    sample_paper_deformation,
     translation,
     warp_image,
 )
@@ -42,7 +47,7 @@ from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("aligned", "large-deformation")
+PROTOCOLS = ("aligned", "paper", "large-deformation", "self-check")
 SPLITS = ("all", "val", "train")
 REPORT_FILES = {"summary_md": "summary.md", "per_pair_csv": "per_pair.csv", "summary_json": "summary.json",
                 "plot": "sr_vs_deformation.png"}
@@ -53,7 +58,7 @@ class BenchmarkConfig:
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     datasets: tuple[str, ...] = ("volkov_s1s2_10m", "osmnet_zhanghan9718")
     methods: tuple[str, ...] = ("sift", "aliked", "disk", "xfeat", "cfog", "rift")
-    protocols: tuple[str, ...] = PROTOCOLS
+    protocols: tuple[str, ...] = ("aligned", "large-deformation")
     crop: int = 512
     max_pairs: int = 0
     seed: int = 0
@@ -107,6 +112,15 @@ def prepare_pair(spec: PairSpec, protocol: str, crop: int, seed: int) -> Prepare
     if protocol == "aligned":
         return PreparedPair(img0, img1, m0, m1, gt)
     rng = np.random.default_rng(pair_seed(seed, f"{spec.dataset}/{spec.name}"))
+    if protocol == "paper":
+        d = sample_paper_deformation(img1.shape[1], img1.shape[0], rng)
+        img1, m1 = warp_image(img1, m1, d.D, size=(img1.shape[1], img1.shape[0]))
+        return PreparedPair(img0, img1, m0, m1, gt.composed(after=d.D), d.rotation_deg, d.scale)
+    if protocol == "self-check":  # the optical itself as the SAR, deformed: the ground truth is the deformation
+        d = sample_deformation(img0.shape[1], img0.shape[0], rng)
+        img1, m1 = warp_image(img0, m0, d.D)
+        return PreparedPair(img0, img1, m0, m1, GroundTruth(H=d.D, note="self-check: exact"), d.rotation_deg,
+                            d.scale)
     d = sample_deformation(img1.shape[1], img1.shape[0], rng)
     img1, m1 = warp_image(img1, m1, d.D)
     return PreparedPair(img0, img1, m0, m1, gt.composed(after=d.D), d.rotation_deg, d.scale)
@@ -285,7 +299,7 @@ def _plot(rows: list[dict[str, Any]], cfg: BenchmarkConfig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    deformed = [r for r in rows if r["protocol"] == "large-deformation"]
+    deformed = [r for r in rows if r["protocol"] in ("large-deformation", "paper")]
     rot_bins = np.arange(0, 181, 30)
     scale_bins = np.array([0, 0.25, 0.5, 0.75, 1.0001])
     for m in cfg.methods:

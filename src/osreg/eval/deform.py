@@ -1,4 +1,4 @@
-"""Evaluation protocols: centre crops and the seeded large-deformation protocol."""
+"""Evaluation protocols: centre crops and the seeded deformations (full circle; the TAR paper's)."""
 
 from __future__ import annotations
 
@@ -47,16 +47,30 @@ def sample_deformation(width: int, height: int, rng: np.random.Generator, max_pe
     return Deformation(T @ D, float(theta), scale, float(np.abs(p).max() * max(width, height)))
 
 
+def sample_paper_deformation(width: int, height: int, rng: np.random.Generator) -> Deformation:
+    """The test deformation of the TAR paper: rotation uniform in [-35, 35] degrees and scale uniform in [0.7, 1.3]
+    about the image centre, then a shift uniform within +-10 % of the image size in each direction. The canvas keeps
+    the image's size: content moved off it is lost (its mask says so), as in the paper's protocol."""
+    theta = rng.uniform(-35, 35)
+    scale = float(rng.uniform(0.7, 1.3))
+    shift = rng.uniform(-0.1, 0.1, size=2) * np.array([width, height])
+    c = np.array([(width - 1) / 2, (height - 1) / 2])
+    A = np.vstack([cv2.getRotationMatrix2D((float(c[0]), float(c[1])), theta, scale), [0, 0, 1]])
+    A[:2, 2] += shift
+    return Deformation(A, float(theta % 360), scale, 0.0)
+
+
 def canvas_size(D: np.ndarray, width: int, height: int) -> tuple[int, int]:
     corners = apply_transform(D, np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float))
     hi = np.ceil(corners.max(0)).astype(int) + 1
     return int(hi[0]), int(hi[1])
 
 
-def warp_image(img: np.ndarray, mask: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Warp an image and its mask by D onto a canvas that holds all of it."""
+def warp_image(img: np.ndarray, mask: np.ndarray, D: np.ndarray, size: tuple[int, int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Warp an image and its mask by D onto a canvas that holds all of it (or of ``size`` (w, h))."""
     h, w = img.shape
-    size = canvas_size(D, w, h)
+    size = size or canvas_size(D, w, h)
     out = cv2.warpPerspective(img, D, size, flags=cv2.INTER_LINEAR, borderValue=0)
     m = cv2.warpPerspective(mask.astype(np.uint8), D, size, flags=cv2.INTER_NEAREST, borderValue=0) > 0
     return out, m

