@@ -438,6 +438,7 @@ def build_matcher(setup: MethodSetup, georeferenced: bool = False) -> Matcher:
     return matcher
 
 
-__all__ = ["BASELINES", "SEARCH_KINDS", "Matcher", "MethodInfo", "MethodSetup", "OptionSpec", "available_methods", "build_matcher",
+__all__ = ["BASELINES", "SEARCH_KINDS", "Matcher", "MethodInfo", "MethodSetup", "OptionSpec", "available_methods",
+           "build_matcher",
            "create_matcher", "method_info", "method_options", "method_setup", "parse_method_spec", "resolve_method",
            "setup_from_spec"]

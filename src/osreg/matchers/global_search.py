@@ -16,7 +16,8 @@
    resampling) and the wrapped matcher runs on the rectified pair at its working resolution. A homography fitted
    to its matches is judged by the verdict's checks (inliers, residuals, coverage, and the sharpness of the dense
    oriented-gradient agreement at the fit); trusted candidates rank first, then by inliers, and the search stops at
-   the first trusted candidate with ``accept_inliers`` inliers. The chosen candidate's matches are mapped back to the input SAR's pixels.
+   the first trusted candidate with ``accept_inliers`` inliers. The chosen candidate's matches are mapped back to
+   the input SAR's pixels.
 
 Scene structure is often nearly symmetric under a half turn, so the right hypothesis and its 180-degree twin can
 score alike at the coarse level: the verification, at full resolution, tells them apart.
