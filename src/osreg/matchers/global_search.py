@@ -176,25 +176,31 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
         pad0[:-1, :h0, :w0] = A0
         pad0[-1, :h0, :w0] = M0
         F0 = np.conj(sfft.rfft2(pad0, axes=(-2, -1), workers=workers))
-        W = np.zeros((len(rotations), config.channels + 1, Hh, Ww), np.float32)
-        for j, th in enumerate(rotations):
-            t = math.radians(th)
-            B = k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])  # SAR -> optical turn
-            M = np.hstack([B, (r - B @ c1)[:, None]])
-            wi = cv2.warpAffine(i1, M, (cs, cs), flags=cv2.INTER_LINEAR)
-            wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
-            W[j, :-1, :cs, :cs] = _channels(wi, wm, config.channels)
-            W[j, -1, :cs, :cs] = wm
-        G = sfft.rfft2(W, axes=(-2, -1), workers=workers)
-        del W
-        num = sfft.irfft2(np.einsum("chw,nchw->nhw", F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
-                          workers=workers)
-        area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
-        del G
-        score = np.where(area > need, num / np.maximum(area, 1.0), -np.inf)
-        for j, th in enumerate(rotations):
-            ty, tx = np.unravel_index(int(np.argmax(score[j])), score[j].shape)
-            best = float(score[j, ty, tx])
+        # rotations in chunks, so that a batch of padded channel stacks stays near 64 MB whatever the sizes
+        chunk = max(1, int(64e6 // ((config.channels + 1) * Hh * Ww * 4)))
+        peaks: list[tuple[float, int, int]] = []  # per rotation: best score and its shift (row, column)
+        for start in range(0, len(rotations), chunk):
+            part = rotations[start:start + chunk]
+            W = np.zeros((len(part), config.channels + 1, Hh, Ww), np.float32)
+            for j, th in enumerate(part):
+                t = math.radians(th)
+                B = k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])  # SAR -> optical turn
+                M = np.hstack([B, (r - B @ c1)[:, None]])
+                wi = cv2.warpAffine(i1, M, (cs, cs), flags=cv2.INTER_LINEAR)
+                wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
+                W[j, :-1, :cs, :cs] = _channels(wi, wm, config.channels)
+                W[j, -1, :cs, :cs] = wm
+            G = sfft.rfft2(W, axes=(-2, -1), workers=workers)
+            del W
+            num = sfft.irfft2(np.einsum("chw,nchw->nhw", F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
+                              workers=workers)
+            area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
+            del G
+            score = np.where(area > need, num / np.maximum(area, 1.0), -np.inf)
+            for j in range(len(part)):
+                ty, tx = np.unravel_index(int(np.argmax(score[j])), score[j].shape)
+                peaks.append((float(score[j, ty, tx]), int(ty), int(tx)))
+        for th, (best, ty, tx) in zip(rotations, peaks):
             if not np.isfinite(best):
                 continue
             # correlation at shift t: optical level px x meets canvas px x + t (negative shifts wrap around)
