@@ -137,8 +137,8 @@ def test_output_location_is_checked_before_any_work(tmp_path, monkeypatch, case)
         empty.mkdir()
         monkeypatch.chdir(empty)
         out = "."
-        expect = ("Error: output folder . is the current folder or holds it; its outputs replace the folder as a whole, "
-                  "so give a subfolder (e.g. -o out)")
+        expect = ("Error: output folder . is the current folder or holds it; its outputs replace the folder as a "
+                  "whole, so give a subfolder (e.g. -o out)")
     elif case == "match_out_folder":
         command, out = "match", tmp_path
         expect = f"Error: output file {out} is a folder; give the path of a file to write"

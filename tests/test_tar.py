@@ -264,3 +264,22 @@ def test_fine_only_training_skips_batches_without_trusted_fine_truth(tmp_path, t
     state = torch.load(last, weights_only=False)["model"]
     for k, v in fresh.items():
         assert torch.equal(state["refiner." + k], v), k
+
+
+def test_training_without_validation_pairs_and_the_device_option(tmp_path):
+    """A packed training set without validation pairs (the GPU script's) trains and checkpoints CPU tensors; the
+    device option is checked."""
+    from conftest import synthetic_train_pairs
+
+    from osreg.train.data import AugmentConfig
+    from osreg.train.train_tar import train
+
+    with pytest.raises(InputError, match=r"^device must be 'cpu' or 'cuda\[:N\]', got 'tpu'$"):
+        TrainConfig(device="tpu")
+    pairs = synthetic_train_pairs(2)
+    cfg = TrainConfig(preset="tiny", steps=3, batch=1, checkpoint_every=3, val_every=1,
+                      augment=AugmentConfig(crop=96, max_rotation=10, max_scale=1.1))
+    last = train(None, str(tmp_path / "run"), cfg, threads=1, pairs=(pairs, []))
+    ck = torch.load(last, weights_only=True)
+    assert ck["step"] == 3 and all(v.device.type == "cpu" for v in ck["model"].values())
+    assert len(ck["history"]) == 3 and not any("coarse_precision" in h for h in ck["history"])

@@ -302,10 +302,11 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
               help="TAR: fine trains only the fine stage (everything else frozen) with the fine loss.")
 @click.option("--fine-jitter", type=click.IntRange(0), default=0, show_default=True,
               help="TAR: move fine windows by up to this many fine pixels (offsets of a coarse match one cell off).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] on a machine with a GPU.")
 @threads_option
 @_handle_errors
 def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resume, init, train_only, fine_jitter,
-          threads):
+          device, threads):
     """Train a learned matcher on the pairs of DATA (validation pairs held out, see osreg.train.data)."""
     from osreg.io.atomic import check_output_file
     from osreg.runtime import set_threads
@@ -331,7 +332,7 @@ def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resum
     from osreg.train.data import AugmentConfig
 
     cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed, init=init or "", train_only=train_only,
-                      fine_jitter=fine_jitter, augment=AugmentConfig(blur=blur))
+                      fine_jitter=fine_jitter, augment=AugmentConfig(blur=blur), device=device)
     path = run_training(data_dir, run_dir, cfg, resume=resume, threads=threads)
     click.echo(str(path))
 

@@ -165,6 +165,29 @@ class Matcher(abc.ABC):
         return self.match_working(image0, image1, mask0, mask1)
 
 
+class Stage(Matcher):
+    """A matcher that wraps another (a search): it answers to the contract under the wrapped method's name, at its
+    working resolution, with its pair conditioning; subclasses implement :meth:`match_working` with ``self.inner``.
+
+    Args:
+        inner: the wrapped matcher.
+        config: the stage's settings.
+    """
+
+    def __init__(self, inner: Matcher, config: Any) -> None:
+        self.inner = inner
+        self.config = config
+        self.name = inner.name  # type: ignore[misc]
+        self.min_size = inner.min_size  # type: ignore[misc]
+
+    @property
+    def max_side(self) -> int | None:
+        return self.inner.max_side
+
+    def prepare_pair(self, image0, image1, mask0, mask1):
+        return self.inner.prepare_pair(image0, image1, mask0, mask1)
+
+
 def working_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A validity mask at working resolution ``shape``, eroded by 2 px."""
     m = np.asarray(mask, dtype=np.uint8)

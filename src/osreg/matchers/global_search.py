@@ -37,7 +37,7 @@ from osreg.configs import DictConfig
 from osreg.descriptors import oriented_gradient_channels
 from osreg.errors import InputError
 from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
-from osreg.matchers.base import Matcher
+from osreg.matchers.base import Matcher, Stage
 from osreg.types import MatchResult
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def _is_shift(H: np.ndarray, shape: tuple[int, int], tol: float = 0.5) -> bool:
     return bool(np.abs(d - np.round(d.mean(0))).max() <= tol)
 
 
-class GlobalSearchStage(Matcher):
+class GlobalSearchStage(Stage):
     """A matcher wrapped in the global search (see the module doc). It answers to the matcher contract itself, at
     the wrapped matcher's working resolution.
 
@@ -244,17 +244,7 @@ class GlobalSearchStage(Matcher):
     """
 
     def __init__(self, inner: Matcher, config: GlobalSearchConfig | None = None) -> None:
-        self.inner = inner
-        self.config = config if config is not None else GlobalSearchConfig()
-        self.name = inner.name  # type: ignore[misc]
-        self.min_size = inner.min_size  # type: ignore[misc]
-
-    @property
-    def max_side(self) -> int | None:
-        return self.inner.max_side
-
-    def prepare_pair(self, image0, image1, mask0, mask1):
-        return self.inner.prepare_pair(image0, image1, mask0, mask1)
+        super().__init__(inner, config if config is not None else GlobalSearchConfig())
 
     def _verify(self, image0, mask0, image1, mask1, W: np.ndarray) -> tuple[tuple, MatchResult, np.ndarray] | None:
         """Run the wrapped matcher on the SAR rectified by W (optical px -> SAR px; a pure integer shift moves the

@@ -23,7 +23,7 @@ import numpy as np
 from osreg.configs import DictConfig
 from osreg.errors import InputError
 from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
-from osreg.matchers.base import Matcher
+from osreg.matchers.base import Matcher, Stage
 from osreg.types import MatchResult
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def rotate_with_matrix(img: np.ndarray, mask: np.ndarray, angle: float) -> tuple
     return out, m, R
 
 
-class SearchStage(Matcher):
+class SearchStage(Stage):
     """A matcher wrapped in the rotation/scale search (see the module doc). It answers to the matcher contract
     itself, at the wrapped matcher's working resolution, so it can stand wherever a matcher can.
 
@@ -150,17 +150,7 @@ class SearchStage(Matcher):
     """
 
     def __init__(self, inner: Matcher, config: SearchConfig | None = None) -> None:
-        self.inner = inner
-        self.config = config if config is not None else SearchConfig()
-        self.name = inner.name  # type: ignore[misc]  # the stage answers under the wrapped method's name
-        self.min_size = inner.min_size  # type: ignore[misc]
-
-    @property
-    def max_side(self) -> int | None:
-        return self.inner.max_side
-
-    def prepare_pair(self, image0, image1, mask0, mask1):
-        return self.inner.prepare_pair(image0, image1, mask0, mask1)
+        super().__init__(inner, config if config is not None else SearchConfig())
 
     def hypotheses(self, image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray
                    ) -> list[dict[str, Any]]:

@@ -47,8 +47,11 @@ class TrainConfig:
     train_only: str = "all"
     fine_jitter: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise InputError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.train_only not in ("all", "fine"):
             raise InputError(f"train_only must be 'all' or 'fine', got {self.train_only!r}")
         if self.fine_jitter < 0:
@@ -97,12 +100,18 @@ def save_checkpoint(path: Path, state_key: str, module: torch.nn.Module, model_c
                     optim=None, step: int = 0, history: list | None = None) -> None:
     """Write a checkpoint: ``module``'s weights under ``state_key``, the model and training configs, the step, the
     history and (to resume) the optimiser state. Atomic."""
-    state = {state_key: module.state_dict(), "model_config": model_config, "train_config": asdict(cfg),
+    weights = {k: v.detach().cpu() for k, v in module.state_dict().items()}  # loadable on any machine
+    state = {state_key: weights, "model_config": model_config, "train_config": asdict(cfg),
              "step": step, "history": history or []}
     if optim is not None:
         state["optimizer"] = optim.state_dict()
     with atomic_output(path, overwrite=True) as tmp:
         torch.save(state, tmp)
+
+
+def to_device(batch: tuple, device: torch.device) -> tuple:
+    """A training batch on ``device`` (the data are made on the CPU)."""
+    return tuple(t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in batch)
 
 
 def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Module, state_key: str,
@@ -120,6 +129,8 @@ def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Modu
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+    trainable.to(device)
     params = [p for p in trainable.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, cfg.steps))
@@ -129,19 +140,22 @@ def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Modu
     if resume and last.exists():
         ck = read_checkpoint(last, "training", (state_key, "optimizer", "step", "history"))
         load_state(trainable, ck[state_key], last, "training")
+        trainable.to(device)
         optim.load_state_dict(ck["optimizer"])
         sched.last_epoch = ck["step"]
         step, history = ck["step"], ck["history"]
         logger.info("resumed from %s at step %d", last, step)
     vrng = np.random.default_rng(12345)
-    val_batches = [make_batch(val_pairs, vrng, cfg.batch, cfg.augment) for _ in range(4)]
+    # no validation pairs (a packed training set on a GPU machine): the curves go without validation points
+    val_batches = [to_device(make_batch(val_pairs, vrng, cfg.batch, cfg.augment), device) for _ in range(4)] \
+        if val_pairs else []
     rng = np.random.default_rng(cfg.seed + step)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     trainable.train()
     t0 = time.time()
     while step < cfg.steps:
         strength = min(1.0, 0.25 + 0.75 * step / max(cfg.curriculum * cfg.steps, 1))
-        parts = losses(make_batch(train_pairs, rng, cfg.batch, cfg.augment, strength), gen)
+        parts = losses(to_device(make_batch(train_pairs, rng, cfg.batch, cfg.augment, strength), device), gen)
         optim.zero_grad()
         if parts["loss"].requires_grad:  # not when a batch has nothing to learn from (no trusted fine truth)
             parts["loss"].backward()
@@ -151,7 +165,7 @@ def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Modu
         step += 1
         rec = {"step": step, **{k: v.item() for k, v in parts.items()}, "lr": sched.get_last_lr()[0],
                "elapsed_s": time.time() - t0}
-        if step % cfg.val_every == 0 or step == cfg.steps:
+        if val_batches and (step % cfg.val_every == 0 or step == cfg.steps):
             trainable.eval()
             rec.update(validate(val_batches))
             trainable.train()

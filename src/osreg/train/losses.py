@@ -70,10 +70,10 @@ def supervised_fine_loss(refine, b, i, j, q, fine_ok: torch.Tensor, w0: int, w1:
     if len(sel) == 0:
         return q.new_zeros(())
     if len(sel) > max_n:
-        sel = sel[torch.randperm(len(sel), generator=gen)[:max_n]]
+        sel = sel[torch.randperm(len(sel), generator=gen)[:max_n].to(sel.device)]
     xy0, xy1 = _fine_xy(i[sel], w0), _fine_xy(j[sel], w1)
     if jitter:
-        xy1 = xy1 + torch.randint(-jitter, jitter + 1, xy1.shape, generator=gen).float()
+        xy1 = xy1 + torch.randint(-jitter, jitter + 1, xy1.shape, generator=gen).float().to(xy1.device)
     target = (q[sel] - 0.5) / 2 - xy1
     inwin = (target.abs() <= window // 2).all(1)
     pred, std = refine(b[sel][inwin], i[sel][inwin], j[sel][inwin], xy0[inwin], xy1[inwin])
@@ -86,7 +86,7 @@ def match_errors(conf, refine, H: torch.Tensor, shape0: tuple[int, int], shape1:
     """True error (image px) of every predicted, fine-refined match of a batch under its samples' homographies
     (``refine`` as in :func:`supervised_fine_loss`)."""
     b, i, j, _ = coarse_matches(conf, threshold)
-    p0 = cell_centres(*shape0)[i]
+    p0 = cell_centres(*shape0, device=H.device)[i]
     q = torch.einsum("nij,nj->ni", H[b], torch.cat([p0, torch.ones_like(p0[:, :1])], 1))
     qt = q[:, :2] / q[:, 2:3]  # true position of each match's optical point under its sample's H
     xy1 = _fine_xy(j, shape1[1])

@@ -76,8 +76,8 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
                          "only, from scratch")
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    net = build_promptmid(cfg.preset)
-    text = torch.from_numpy(load_bank(net.cfg.text_encoder).embeddings)
+    net = build_promptmid(cfg.preset).to(cfg.device)
+    text = torch.from_numpy(load_bank(net.cfg.text_encoder).embeddings).to(cfg.device)
     train_pairs, val_pairs = pairs if pairs is not None else (load_volkov(data_dir, "train"),
                                                               load_volkov(data_dir, "val"))
     logger.info("training PromptMID's aggregator on %d volkov pairs, validating on %d", len(train_pairs),

@@ -85,7 +85,8 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
     fine_only = cfg.train_only == "fine"
     if fine_only:
         freeze_all_but_fine(model)
-    text = torch.from_numpy(load_bank(model_cfg.text_encoder).embeddings)
+    text = torch.from_numpy(load_bank(model_cfg.text_encoder).embeddings).to(cfg.device)
+    model.to(cfg.device)
     train_pairs, val_pairs = pairs if pairs is not None else (load_volkov(data_dir, "train"),
                                                               load_volkov(data_dir, "val"))
     logger.info("training on %d volkov pairs (%d with trusted fine ground truth), validating on %d",
