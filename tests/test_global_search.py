@@ -44,8 +44,24 @@ def test_cfog_wrapped_in_the_global_search_registers_a_turned_and_scaled_pair():
     res = GlobalSearchStage(CFOGMatcher()).match(opt, sar, None, mask)
     info = res.info["search"]
     assert info["kind"] == "global" and info["chosen"] == 0 and len(info["candidates"]) >= 1
-    assert info["refine_passes"] == 1
+    assert info["refine_passes"] == 1 and info["confirmed"] is True
     assert fit_error(res, D) < 3.0
+
+
+def test_an_unconfirmed_search_result_is_not_trusted():
+    """The verdict refuses a result the search chose among its hypotheses without confirming any (a wrong one
+    passes the other checks more easily when many are tried)."""
+    from osreg.core import fit_and_judge
+    from osreg.types import MatchResult
+
+    opt, sar, mask, D = demo_rotated_case(0.0, 1.0)
+    res = CFOGMatcher().match(opt, sar, None, mask)  # right matches: trusted on their own
+    assert fit_and_judge(opt, sar, None, mask, res).verdict.good
+    weak = MatchResult(res.keypoints0, res.keypoints1, res.confidence,
+                       {"search": {"confirmed": False, "hypotheses_verified": 10, "accept_inliers": 40}})
+    v = fit_and_judge(opt, sar, None, mask, weak).verdict
+    assert not v.good and v.reasons == ("the rotation/scale search confirmed none of its 10 hypotheses with 40 "
+                                        "inliers; the best of them is not trusted",)
 
 
 def test_the_pair_as_given_is_kept_when_the_matcher_trusts_it():
@@ -53,7 +69,8 @@ def test_the_pair_as_given_is_kept_when_the_matcher_trusts_it():
     opt, sar, mask, D = demo_rotated_case(0.0, 1.0)
     plain = CFOGMatcher().match(opt, sar, None, mask)
     res = GlobalSearchStage(CFOGMatcher()).match(opt, sar, None, mask)
-    assert res.info["search"] == {"kind": "global", "chosen": "as given", "hypotheses_verified": 0}
+    assert res.info["search"] == {"kind": "global", "chosen": "as given", "hypotheses_verified": 0,
+                                  "confirmed": True, "accept_inliers": 40}
     np.testing.assert_array_equal(res.keypoints0, plain.keypoints0)
     np.testing.assert_array_equal(res.keypoints1, plain.keypoints1)
 

@@ -101,7 +101,8 @@ def fit_and_judge(
             est = estimate_transform(matches.keypoints0, matches.keypoints1, geometry)
         timings["refine_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    v = judge(est, matches.keypoints0, mask0, verdict, images=(image0, image1, mask1))
+    v = judge(est, matches.keypoints0, mask0, verdict, images=(image0, image1, mask1),
+              search=matches.info.get("search"))
     timings["verdict_s"] = time.perf_counter() - t
     return ArrayRegistration(matches, est, v, timings, report)
 

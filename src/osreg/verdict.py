@@ -129,6 +129,7 @@ def judge(
     valid0: np.ndarray,
     cfg: VerdictConfig = VerdictConfig(),
     images: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    search: dict | None = None,
 ) -> Verdict:
     """Judge a fit.
 
@@ -137,6 +138,9 @@ def judge(
         keypoints0: ``(N, 2)`` optical keypoints of all matches.
         valid0: optical validity mask ``(H, W)`` (the area that could be matched).
         images: ``(optical image, SAR image, SAR mask)`` as the matcher saw them, for the alignment-peak check.
+        search: what a global search reports of itself (``MatchResult.info["search"]``): a result it chose among
+            many hypotheses without confirming it (``confirmed`` false: no candidate reached its ``accept_inliers``)
+            is not trusted, since the more hypotheses are tried, the likelier a wrong one passes the other checks.
     """
     n = len(keypoints0)
     reasons: list[str] = []
@@ -180,6 +184,9 @@ def judge(
                 f"the images do not agree better at the estimated transform than 3 px away from it (alignment "
                 f"peak {peak:.3f}, at least {cfg.min_alignment_peak} needed)"
             )
+    if search and search.get("confirmed") is False and not reasons:
+        reasons.append(f"the rotation/scale search confirmed none of its {search.get('hypotheses_verified', 0)} "
+                       f"hypotheses with {search.get('accept_inliers', '?')} inliers; the best of them is not trusted")
     fit_quality = float(np.exp(-((rmse / 2.0) ** 2))) if np.isfinite(rmse) else 0.0
     conf = (1 - np.exp(-n_in / 20)) * min(1.0, cov / 0.3) * fit_quality
     if reasons:

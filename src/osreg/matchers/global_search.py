@@ -60,6 +60,10 @@ class GlobalSearchConfig(DictConfig):
         accept_inliers: stop at the first trusted candidate whose fit has this many inliers.
         refine_passes: after the choice, rectify the SAR again with the fit of the chosen candidate's matches and
             match again, this many times (the coarse hypothesis is a few coarse pixels and degrees off).
+        rescore_side: the best ``rescore_candidates`` coarse hypotheses are scored again at this finer level (the
+            optical image's longer side, px; 0: no rescoring), each within a few pixels of its own translation, and
+            re-ranked by that score before the ``candidates`` best are kept.
+        rescore_candidates: how many coarse hypotheses are rescored.
     """
 
     coarse_side: int = 64
@@ -72,6 +76,8 @@ class GlobalSearchConfig(DictConfig):
     candidates: int = 10
     accept_inliers: int = 40
     refine_passes: int = 1
+    rescore_side: int = 128
+    rescore_candidates: int = 30
 
     def __post_init__(self) -> None:
         if self.coarse_side < 32:
@@ -217,13 +223,68 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     found.sort(key=lambda f: -f[0])
     step = 360.0 / len(rotations)
     kept: list[Hypothesis] = []
+    n_keep = max(config.candidates, config.rescore_candidates if config.rescore_side else 0)
     for score, th, sc, H in found:
         if all(min((th - h.rotation) % 360, (h.rotation - th) % 360) > 1.5 * step
                or abs(math.log2(sc / h.scale)) > 1.5 / config.scales_per_octave for h in kept):
             kept.append(Hypothesis(H, th, sc, score))
-        if len(kept) >= config.candidates:
+        if len(kept) >= n_keep:
             break
-    return kept
+    if config.rescore_side and config.rescore_side > config.coarse_side and kept:
+        kept = _rescore(image0, mask0, image1, mask1, kept, config, workers)
+    return kept[:config.candidates]
+
+
+def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypothesis],
+             config: GlobalSearchConfig, workers: int, radius: int = 6) -> list[Hypothesis]:
+    """Score hypotheses again at ``config.rescore_side``: the SAR warped into the optical frame at that level by each
+    hypothesis, correlated over translations within ``radius`` px; returns them re-ranked by that score, with their
+    translations corrected."""
+    s = min(1.0, config.rescore_side / max(image0.shape))
+    i0, m0, s0x = _resize(image0.astype(np.float32, copy=False), mask0, s)
+    m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
+    A0 = _channels(i0, m0, config.channels)
+    h0, w0 = i0.shape
+    L0 = _level_matrix(s0x)
+    Hh, Ww = sfft.next_fast_len(h0 + 2 * radius, real=True), sfft.next_fast_len(w0 + 2 * radius, real=True)
+    pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
+    pad0[:-1, radius:radius + h0, radius:radius + w0] = A0
+    pad0[-1, radius:radius + h0, radius:radius + w0] = m0
+    F0 = np.conj(sfft.rfft2(pad0, axes=(-2, -1), workers=workers))
+    need = config.min_overlap * float(m0.sum())
+    stack = np.zeros((len(hyps), config.channels + 1, Hh, Ww), np.float32)
+    pre: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+    for n, hyp in enumerate(hyps):
+        # the SAR at about the level's pixel size for this scale first (area averaging), then one warp
+        if hyp.scale not in pre:
+            pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, s0x * hyp.scale))
+        i1, m1, s1x = pre[hyp.scale]
+        M = _level_matrix(s1x) @ hyp.H @ np.linalg.inv(L0)  # optical level px -> SAR level px
+        size = (w0 + 2 * radius, h0 + 2 * radius)
+        shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
+        wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        wm = cv2.warpPerspective(m1.astype(np.uint8), M @ shift, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+        wm = cv2.erode(wm, ERODE) > 0
+        stack[n, :-1, :size[1], :size[0]] = _channels(wi, wm, config.channels)
+        stack[n, -1, :size[1], :size[0]] = wm
+    G = sfft.rfft2(stack, axes=(-2, -1), workers=workers)
+    num = sfft.irfft2(np.einsum("chw,nchw->nhw", F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
+    area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
+    score = np.where(area > need, num / np.maximum(area, 1.0), -np.inf)
+    # shifts t in [-radius, radius]: optical (padded) px x meets warped px x + t
+    window = np.concatenate([np.arange(0, radius + 1), np.arange(-radius, 0)])
+    out = []
+    for n, hyp in enumerate(hyps):
+        sub = score[n][np.ix_(window % Hh, window % Ww)]
+        iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        best = float(sub[iy, ix])
+        if not np.isfinite(best):
+            continue
+        t = np.array([[1, 0, window[ix]], [0, 1, window[iy]], [0, 0, 1.0]])  # optical level px -> warped px
+        H = hyp.H @ np.linalg.inv(L0) @ t @ L0
+        out.append(Hypothesis(H, hyp.rotation, hyp.scale, best))
+    out.sort(key=lambda h: -h.score)
+    return out
 
 
 def _is_shift(H: np.ndarray, shape: tuple[int, int], tol: float = 0.5) -> bool:
@@ -277,7 +338,8 @@ class GlobalSearchStage(Stage):
         identity = np.eye(3)
         first = self._verify(image0, mask0, image1, mask1, identity) if image1.shape == image0.shape else None
         if first is not None and first[0][0] and first[0][1] >= self.config.accept_inliers:
-            info.update(chosen="as given", hypotheses_verified=0)
+            info.update(chosen="as given", hypotheses_verified=0, confirmed=True,
+                        accept_inliers=self.config.accept_inliers)
             return MatchResult(first[1].keypoints0, first[1].keypoints1, first[1].confidence,
                                {**first[1].info, "search": info})
         hyps = search_hypotheses(image0, mask0, image1, mask1, self.config)
@@ -302,6 +364,10 @@ class GlobalSearchStage(Stage):
             return MatchResult.empty(search=info)
         key, chosen, W, res, F = best
         info["chosen"] = chosen
+        # a searched hypothesis is confirmed only by a trusted fit with accept_inliers inliers (the verdict refuses
+        # the others: trying many hypotheses makes a weak wrong one likelier to pass); the pair as given needs trust
+        info["confirmed"] = bool(key[0] and (chosen == "as given" or key[1] >= self.config.accept_inliers))
+        info["accept_inliers"] = self.config.accept_inliers
         if chosen != "as given":
             for _ in range(self.config.refine_passes):  # rectify again with the chosen candidate's own fit
                 out = self._verify(image0, mask0, image1, mask1, W @ F)
