@@ -328,7 +328,7 @@ def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resum
     if resume and last.exists():
         read_checkpoint(last, "training", ("optimizer", "step", "history"))
     if init:
-        read_checkpoint(init, method.upper() if method == "tar" else "PromptMID", ("model_config",))
+        read_checkpoint(init, "TAR", ("model",))  # what osreg.train.train_tar.initialise reads
     from osreg.train.data import AugmentConfig
 
     cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed, init=init or "", train_only=train_only,

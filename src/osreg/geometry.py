@@ -77,6 +77,13 @@ def apply_transform(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
         return p[:, :2] / p[:, 2:3]
 
 
+def scale_matrix(s: float, sy: float | None = None) -> np.ndarray:
+    """Original px -> px of an image resized by ``s`` (``sy`` along y if different), pixel centres at integers:
+    ``x_s = s (x + 0.5) - 0.5``."""
+    sy = s if sy is None else sy
+    return np.array([[s, 0, 0.5 * s - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
 def transfer_error(H: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarray:
     """Distance between ``H(xy0)`` and ``xy1``."""
     return np.linalg.norm(apply_transform(H, xy0) - np.asarray(xy1, dtype=np.float64).reshape(-1, 2), axis=1)

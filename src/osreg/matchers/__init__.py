@@ -17,6 +17,7 @@ checked :class:`MethodSetup`; :func:`build_matcher` builds the matcher (wrapped 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import types
 import typing
@@ -194,6 +195,7 @@ def method_options(name: str) -> list[OptionSpec]:
     return own + stages
 
 
+@functools.lru_cache(maxsize=None)
 def _shipped_defaults(relpath: str) -> dict[str, Any]:
     """The ``model_config`` of a shipped weights description (empty when there is none)."""
     if not relpath:

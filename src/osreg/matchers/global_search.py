@@ -36,9 +36,10 @@ from scipy import fft as sfft
 from osreg.configs import DictConfig
 from osreg.descriptors import oriented_gradient_channels
 from osreg.errors import InputError
-from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
+from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify, scale_matrix
 from osreg.matchers.base import Matcher, Stage
 from osreg.types import MatchResult
+from osreg.verdict import judge
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,10 @@ def _resize(img: np.ndarray, mask: np.ndarray, s: float) -> tuple[np.ndarray, np
     return out, m, w / img.shape[1]
 
 
-def _level_matrix(s: float) -> np.ndarray:
-    """Original px -> px of an image resized by s (pixel centres at integers)."""
-    return np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1.0]])
+def _turn(k: float, degrees: float) -> np.ndarray:
+    """The 2x2 linear part that turns the SAR back by ``degrees`` and scales it by ``k`` (SAR -> optical)."""
+    t = math.radians(degrees)
+    return k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
 
 
 def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
@@ -167,11 +169,14 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
         return []
     rotations = config.rotations()
     found: list[tuple[float, float, float, np.ndarray]] = []
+    resized: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
     for sc in config.scales():
         # the SAR at the coarse level's pixel size, already reduced by the scale when it is larger than 1 (so that
-        # the warp below never shrinks it by more than a rotation needs)
-        pre = min(1.0, 1.0 / sc)
-        i1, m1, s1x = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, s0x * pre))
+        # the warp below never shrinks it by more than a rotation needs); every scale <= 1 shares one resize
+        f = min(1.0, s0x * min(1.0, 1.0 / sc))
+        if f not in resized:
+            resized[f] = _resize(image1.astype(np.float32, copy=False), mask1, f)
+        i1, m1, s1x = resized[f]
         k = s0x / (s1x * sc)  # SAR level px -> optical level px
         h1, w1 = i1.shape
         c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
@@ -189,8 +194,7 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
             part = rotations[start:start + chunk]
             W = np.zeros((len(part), config.channels + 1, Hh, Ww), np.float32)
             for j, th in enumerate(part):
-                t = math.radians(th)
-                B = k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])  # SAR -> optical turn
+                B = _turn(k, th)
                 M = np.hstack([B, (r - B @ c1)[:, None]])
                 wi = cv2.warpAffine(i1, M, (cs, cs), flags=cv2.INTER_LINEAR)
                 wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
@@ -212,13 +216,11 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
             # correlation at shift t: optical level px x meets canvas px x + t (negative shifts wrap around)
             ty = ty - Hh if ty > Hh - h0 else ty
             tx = tx - Ww if tx > Ww - w0 else tx
-            t = math.radians(th)
-            B = k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
-            Bi = np.linalg.inv(B)
+            Bi = np.linalg.inv(_turn(k, th))
             H = np.eye(3)  # optical level px -> SAR level px: canvas q = B (p1 - c1) + r, q = x + t
             H[:2, :2] = Bi
             H[:2, 2] = Bi @ (np.array([tx, ty], float) - r) + c1
-            H = np.linalg.inv(_level_matrix(s1x)) @ H @ _level_matrix(s0x)
+            H = np.linalg.inv(scale_matrix(s1x)) @ H @ scale_matrix(s0x)
             found.append((best, float(th), float(sc), H))
     found.sort(key=lambda f: -f[0])
     step = 360.0 / len(rotations)
@@ -245,7 +247,7 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
     m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
     A0 = _channels(i0, m0, config.channels)
     h0, w0 = i0.shape
-    L0 = _level_matrix(s0x)
+    L0 = scale_matrix(s0x)
     Hh, Ww = sfft.next_fast_len(h0 + 2 * radius, real=True), sfft.next_fast_len(w0 + 2 * radius, real=True)
     pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
     pad0[:-1, radius:radius + h0, radius:radius + w0] = A0
@@ -259,7 +261,7 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
         if hyp.scale not in pre:
             pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, s0x * hyp.scale))
         i1, m1, s1x = pre[hyp.scale]
-        M = _level_matrix(s1x) @ hyp.H @ np.linalg.inv(L0)  # optical level px -> SAR level px
+        M = scale_matrix(s1x) @ hyp.H @ np.linalg.inv(L0)  # optical level px -> SAR level px
         size = (w0 + 2 * radius, h0 + 2 * radius)
         shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
         wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
@@ -307,13 +309,17 @@ class GlobalSearchStage(Stage):
     def __init__(self, inner: Matcher, config: GlobalSearchConfig | None = None) -> None:
         super().__init__(inner, config if config is not None else GlobalSearchConfig())
 
-    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray) -> tuple[tuple, MatchResult, np.ndarray] | None:
-        """Run the wrapped matcher on the SAR rectified by W (optical px -> SAR px; a pure integer shift moves the
-        SAR without resampling it); returns (rank key, matches in rectified px, their homography) or None when
-        nothing can be fitted."""
-        from osreg.verdict import judge
+    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray | None) -> tuple | None:
+        """Run the wrapped matcher on the SAR rectified by W (optical px -> SAR px; None: the pair as given, not
+        warped at all; a pure integer shift moves the SAR without resampling it).
 
-        if _is_shift(W, image0.shape):
+        Returns:
+            (rank key, matches with keypoints1 in rectified px, their homography, the transform used: rectified px
+            -> SAR px), or None when nothing can be fitted.
+        """
+        if W is None:
+            W, r, rm = np.eye(3), image1, mask1
+        elif _is_shift(W, image0.shape):
             W = np.round(W)
             r = cv2.warpAffine(image1, W[:2], image0.shape[::-1], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
             rm = cv2.warpAffine(mask1.astype(np.uint8), W[:2], image0.shape[::-1],
@@ -322,58 +328,53 @@ class GlobalSearchStage(Stage):
             r, rm = rectify(image1, mask1, W, image0.shape)
         if rm.sum() < 0.05 * rm.size:
             return None
-        res = self.inner.match_working(image0, r.astype(np.float32), mask0, rm)
+        res = self.inner.match_working(image0, r.astype(np.float32, copy=False), mask0, rm)
         est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
         if est.H is None:
             return None
         verdict = judge(est, res.keypoints0, mask0, images=(image0, r, rm))
-        return (verdict.good, est.n_inliers), res, est.H
+        return (verdict.good, est.n_inliers), res, est.H, W
 
     def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         mask0 = np.ones(image0.shape, bool) if mask0 is None else mask0
         mask1 = np.ones(image1.shape, bool) if mask1 is None else mask1
-        info: dict = {"kind": "global"}
+        info: dict = {"kind": "global", "accept_inliers": self.config.accept_inliers}
         # the pair as given first: images of one place are often nearly aligned already, and then the wrapped
         # matcher's own result is kept as it is (no resampling, no search)
-        identity = np.eye(3)
-        first = self._verify(image0, mask0, image1, mask1, identity) if image1.shape == image0.shape else None
-        if first is not None and first[0][0] and first[0][1] >= self.config.accept_inliers:
-            info.update(chosen="as given", hypotheses_verified=0, confirmed=True,
-                        accept_inliers=self.config.accept_inliers)
-            return MatchResult(first[1].keypoints0, first[1].keypoints1, first[1].confidence,
-                               {**first[1].info, "search": info})
+        best = self._verify(image0, mask0, image1, mask1, None)
+        chosen: int | str | None = "as given" if best is not None else None
+        if best is not None and best[0][0] and best[0][1] >= self.config.accept_inliers:
+            info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
+            return MatchResult(best[1].keypoints0, best[1].keypoints1, best[1].confidence,
+                               {**best[1].info, "search": info})
         hyps = search_hypotheses(image0, mask0, image1, mask1, self.config)
         info["candidates"] = [{"rotation": round(h.rotation, 2), "scale": round(h.scale, 4),
                                "score": round(h.score, 4)} for h in hyps]
         if len(hyps) > 1:
             info["peak_margin"] = round(hyps[0].score / max(hyps[1].score, 1e-6), 4)
-        best = (first[0], "as given", identity, first[1], first[2]) if first is not None else None
-        tried = 0
+        info["hypotheses_verified"] = 0
         for rank, hyp in enumerate(hyps):
-            tried += 1
+            info["hypotheses_verified"] = rank + 1
             out = self._verify(image0, mask0, image1, mask1, hyp.H)
             if out is None:
                 continue
             if best is None or out[0] > best[0]:
-                best = (out[0], rank, np.round(hyp.H) if _is_shift(hyp.H, image0.shape) else hyp.H, out[1], out[2])
+                best, chosen = out, rank
             if out[0][0] and out[0][1] >= self.config.accept_inliers:
                 break
-        info["hypotheses_verified"] = tried
-        if best is None:
-            info["chosen"] = None
-            return MatchResult.empty(search=info)
-        key, chosen, W, res, F = best
         info["chosen"] = chosen
+        if best is None:
+            return MatchResult.empty(search=info)
+        key, res, F, W = best
         # a searched hypothesis is confirmed only by a trusted fit with accept_inliers inliers (the verdict refuses
         # the others: trying many hypotheses makes a weak wrong one likelier to pass); the pair as given needs trust
         info["confirmed"] = bool(key[0] and (chosen == "as given" or key[1] >= self.config.accept_inliers))
-        info["accept_inliers"] = self.config.accept_inliers
         if chosen != "as given":
             for _ in range(self.config.refine_passes):  # rectify again with the chosen candidate's own fit
                 out = self._verify(image0, mask0, image1, mask1, W @ F)
                 if out is None or out[0][0] < key[0]:  # keep the earlier pass unless this one is trusted as well
                     break
-                key, res, W, F = out[0], out[1], W @ F, out[2]
+                key, res, F, W = out
                 info["refine_passes"] = info.get("refine_passes", 0) + 1
         k1 = apply_transform(W, res.keypoints1) if len(res) else res.keypoints1
         return MatchResult(res.keypoints0, k1, res.confidence, {**res.info, "search": info})

@@ -22,7 +22,7 @@ import numpy as np
 
 from osreg.configs import DictConfig
 from osreg.errors import InputError
-from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify
+from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, rectify, scale_matrix
 from osreg.matchers.base import Matcher, Stage
 from osreg.types import MatchResult
 
@@ -114,8 +114,7 @@ def resize_with_matrix(img: np.ndarray, mask: np.ndarray, s: float) -> tuple[np.
     sx, sy = nw / w, nh / h
     out = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     m = cv2.resize(mask.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST) > 0
-    S = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
-    return out, m, S
+    return out, m, scale_matrix(sx, sy)
 
 
 def rotate_with_matrix(img: np.ndarray, mask: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

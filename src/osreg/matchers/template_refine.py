@@ -23,7 +23,7 @@ import numpy as np
 
 from osreg.configs import DictConfig
 from osreg.errors import InputError
-from osreg.geometry import Estimate, GeometryConfig, apply_transform, estimate_transform, rectify
+from osreg.geometry import Estimate, GeometryConfig, apply_transform, estimate_transform, rectify, scale_matrix
 from osreg.matchers.base import resize_by, resize_to_max_side, working_mask
 from osreg.matchers.cfog import CFOGMatcher
 from osreg.types import Matches, MatchResult
@@ -87,10 +87,7 @@ def refine_after_fit(image0: np.ndarray, mask0: np.ndarray | None, image1: np.nd
     small1, s1 = resize_by(image1.astype(np.float32, copy=False), s)
     m0 = working_mask(np.ones(image0.shape, bool) if mask0 is None else mask0, small0.shape)
     m1 = working_mask(np.ones(image1.shape, bool) if mask1 is None else mask1, small1.shape)
-    # the fit at the refinement's resolution (pixel centres at integers: x_s = s (x + 0.5) - 0.5)
-    S0 = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1.0]])
-    S1 = np.array([[s1, 0, 0.5 * s1 - 0.5], [0, s1, 0.5 * s1 - 0.5], [0, 0, 1.0]])
-    W = S1 @ estimate.H @ np.linalg.inv(S0)
+    W = scale_matrix(s1) @ estimate.H @ np.linalg.inv(scale_matrix(s))  # the fit at the refinement's resolution
     out, report = refine_with_templates(small0, m0, small1, m1, W, config.radius, config.passes,
                                         config.min_correction)
     if out is None:
