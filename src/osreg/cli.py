@@ -1,4 +1,4 @@
-"""Command line: ``osreg register``, ``osreg match``, ``osreg benchmark``, ``osreg train``, ``osreg methods``.
+"""Command line: ``osreg register``, ``match``, ``apply``, ``batch``, ``benchmark``, ``train``, ``methods``.
 
 Conventions (after rasterio's ``rio``): ``-v/-q`` on the group (``osreg -q register ...``); every command writes
 its output with ``-o/--out``; data go to files or stdout, logs to stderr; nothing is replaced without
@@ -86,8 +86,9 @@ def pair_options(fn):
         click.option("--method", default="cfog", show_default=True,
                      help="Matcher: cfog, rift, sift, aliked, disk, xfeat, tar, promptmid; options as "
                           "name[key=value,...], e.g. promptmid[sar_prior=sar2sar] (`osreg methods` lists them)."),
-        click.option("--model", type=click.Choice(MODELS), default="affine", show_default=True,
-                     help="Transform model fitted to the matches."),
+        click.option("--model", type=click.Choice(("auto", *MODELS, "local")), default="auto", show_default=True,
+                     help="Transform model: auto is affine for an image pair and, for a scene, the local model where "
+                          "its tie points support it; local (a scene's smoothed displacement field) implies --scene."),
         click.option("--sar-scale", type=click.Choice(SAR_SCALES), default="auto", show_default=True,
                      help="How SAR values are encoded."),
         click.option("--despeckle", type=click.Choice(DESPECKLE), default="none", show_default=True,
@@ -116,6 +117,7 @@ def _config(method, model, sar_scale, despeckle, optical_bands, sar_band, thresh
     from osreg.pipeline import make_config
     from osreg.preprocess import PreprocessConfig
 
+    model = "affine" if model in ("auto", "local") else model  # the plane model of a pair / a scene's global stage
     name, options = parse_method_spec(method)
     if search_radius is not None:
         if resolve_method(name) != "cfog":
@@ -166,34 +168,184 @@ def main(verbose: int, quiet: int) -> None:
     logging.getLogger().setLevel(max(level, logging.DEBUG))
 
 
+def progress_bars(desc: str, total: int):
+    """The CLI's progress: a bar with ETA on stderr, silent with -q."""
+    from tqdm import tqdm
+
+    quiet = logging.getLogger().getEffectiveLevel() > logging.INFO
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=quiet, dynamic_ncols=True, mininterval=1.0)
+
+
+def scene_options(fn):
+    """Options of a whole-scene registration."""
+    opts = [
+        click.option("--scene/--chip", "scene_mode", default=None,
+                     help="Register as a scene (windowed, full resolution, local model) or as one image pair "
+                          "[default: scene when the optical image's longest side exceeds 2048 px or --model local]."),
+        click.option("--spacing", type=click.IntRange(64), default=512, show_default=True,
+                     help="Scene: distance between tie-point windows (optical pixels)."),
+        click.option("--window", "window_size", type=click.IntRange(128), default=320, show_default=True,
+                     help="Scene: side of a tie-point window (optical pixels)."),
+        click.option("--scheduler", default=None,
+                     help="Scene: match the windows on this Dask scheduler (address, e.g. tcp://host:8786)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _scene_config(model: str, spacing: int, window_size: int):
+    from osreg.scene import SceneConfig
+
+    return SceneConfig(model=model if model in ("auto", "local") else model, spacing=spacing, window=window_size)
+
+
+def _use_scene(optical: str, model: str, scene_mode: bool | None) -> bool:
+    from osreg.io.windows import RasterSource
+    from osreg.scene import is_scene
+
+    if scene_mode is not None:
+        if not scene_mode and model == "local":
+            raise InputError("--model local is a scene model: drop --chip")
+        return scene_mode
+    if model == "local":
+        return True
+    src = RasterSource.open(optical, "optical")
+    return is_scene(src.width, src.height)
+
+
 @main.command()
 @pair_options
+@scene_options
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=str),
               help="Output folder (new, empty, or holding an earlier run's outputs).")
 @overwrite_option
 @threads_option
 @_handle_errors
-def register(optical, sar, out_dir, overwrite, threads, **kw):
-    """Register SAR to OPTICAL and write the registered SAR, tie points, report and quick-look to OUT.
+def register(optical, sar, out_dir, overwrite, threads, scene_mode, spacing, window_size, scheduler, **kw):
+    """Register SAR to OPTICAL and write the registered SAR, displacement field, tie points, report and quick-look
+    to OUT.
 
-    Exits with 3, writing the report (and tie points) but no registered image, when the result is not
-    trustworthy. The outputs replace OUT as one set.
+    Large images are registered as scenes: a global stage on decimated copies, tie points in windows at full
+    resolution, a local model where they support it, and outputs resampled block by block (the registered SAR as a
+    Cloud-Optimised GeoTIFF). Exits with 3, writing the report (and tie points) but no registered image, when the
+    result is not trustworthy. The outputs replace OUT as one set.
     """
     from osreg.export import OUTPUT_NAMES, write_outputs
     from osreg.io.atomic import check_output_folder
-    from osreg.pipeline import run_registration
     from osreg.runtime import set_threads
 
     set_threads(threads)
     cfg = _config(**kw)
     check_output_folder(out_dir, OUTPUT_NAMES.values(), overwrite)  # refuse before the work, not after
-    reg = run_registration(optical, sar, cfg)
-    written = write_outputs(reg, out_dir, overwrite)
+    if _use_scene(optical, kw["model"], scene_mode):
+        from osreg.scene.outputs import write_scene_outputs
+        from osreg.scene.register import register_scene
+
+        scene = _scene_config(kw["model"], spacing, window_size)
+        client = _dask_client(scheduler) if scheduler else None
+        try:
+            reg = register_scene(optical, sar, cfg, scene, progress_bars, client)
+        finally:
+            if client is not None:
+                client.close()
+        written = write_scene_outputs(reg, out_dir, overwrite, progress_bars)
+    else:
+        from osreg.pipeline import run_registration
+
+        reg = run_registration(optical, sar, cfg)
+        written = write_outputs(reg, out_dir, overwrite)
     for kind, path in written.items():
         logger.info("wrote %s: %s", kind, path)
     if not reg.verdict.good:
         raise RegistrationFailedError(list(reg.verdict.reasons))
     click.echo(json.dumps({"verdict": "good", "report": written["report"], "registered": written["registered"]}))
+
+
+def _dask_client(scheduler: str | None, workers: int = 2, threads: int = 1):
+    """A client of the scheduler at ``scheduler``, or of a new LocalCluster of ``workers`` processes."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - dask[distributed] is a dependency
+        raise InputError(f"dask.distributed is not installed: {exc}") from exc
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return Client(cluster)
+
+
+@main.command()
+@click.argument("pairs_csv", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Output folder: one folder per pair (as register writes it) and summary.csv.")
+@click.option("--method", default="cfog", show_default=True, help="Matcher, as for register.")
+@click.option("--model", type=click.Choice(("auto", "similarity", "affine", "homography", "local")), default="auto",
+              show_default=True, help="Transform model, as for register.")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
+              help="Worker processes of the local Dask cluster (0: no cluster, pairs in turn in this process).")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (instead of a local cluster).")
+@click.option("--no-georef", is_flag=True, help="Ignore georeferencing and register in pixel space.")
+@overwrite_option
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="CPU threads per pair (per worker).")
+@_handle_errors
+def batch(pairs_csv, out_dir, method, model, workers, scheduler, no_georef, overwrite, threads):
+    """Register every pair of PAIRS_CSV (columns optical,sar[,name]) on a Dask cluster.
+
+    Each pair gets a folder in OUT as `register` writes it; summary.csv lists every pair's status. A re-run skips
+    pairs whose folder holds a report (--overwrite redoes them); a pair whose worker dies is rescheduled.
+    """
+    from osreg.batch import read_pairs, run_batch
+    from osreg.geometry import GeometryConfig
+    from osreg.pipeline import make_config
+    from osreg.scene import SceneConfig
+
+    tasks = read_pairs(pairs_csv, out_dir)
+    cfg = make_config(method, geometry=GeometryConfig(model="affine" if model in ("auto", "local") else model),
+                      use_georeference=not no_georef)
+    scene = SceneConfig(model=model)
+    client = None if (workers == 0 and not scheduler) else _dask_client(scheduler, workers)
+    try:
+        rows = run_batch(tasks, out_dir, cfg, scene, client, overwrite, threads, progress_bars)
+    finally:
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    click.echo(json.dumps({"summary": str(Path(out_dir) / "summary.csv"), "pairs": len(rows), **counts}))
+
+
+@main.command()
+@click.argument("registration", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="The resampled raster (Cloud-Optimised GeoTIFF on the optical grid).")
+@click.option("--bands", default=None, help="1-based bands of INPUT to resample (default: all).")
+@overwrite_option
+@threads_option
+@_handle_errors
+def apply(registration, input_path, out_path, bands, overwrite, threads):
+    """Apply a finished registration to another band or product of the same SAR, without matching again.
+
+    REGISTRATION is a displacement_field.tif or the report.json of a registration. In pixel space INPUT must be on
+    the registered SAR's pixel grid; with a georeference it must be georeferenced (any grid or CRS).
+    """
+    from osreg.io.atomic import check_output_file
+    from osreg.runtime import set_threads
+    from osreg.scene.resample import apply_registration
+
+    set_threads(threads)
+    check_output_file(out_path, overwrite)
+    path = apply_registration(registration, input_path, out_path, overwrite, _parse_bands(bands),
+                              progress=progress_bars)
+    click.echo(json.dumps({"written": str(path)}))
 
 
 @main.command()

@@ -28,7 +28,10 @@ OUTPUT_NAMES = {
     "tiepoints_geojson": "tiepoints.geojson",
     "report": "report.json",
     "quicklook": "quicklook.png",
+    "displacement_field": "displacement_field.tif",
 }
+
+FIELD_STEP_CHIP = 16  # lattice of the displacement field of a plane transform (exact: bilinear in between)
 
 
 def output_paths(out_dir: str | Path) -> dict[str, Path]:
@@ -36,13 +39,13 @@ def output_paths(out_dir: str | Path) -> dict[str, Path]:
     return {k: Path(out_dir) / v for k, v in OUTPUT_NAMES.items()}
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist())
     if isinstance(x, (np.floating, float)):
         return None if not math.isfinite(float(x)) else float(x)
     if isinstance(x, np.integer):
@@ -56,7 +59,7 @@ def match_json(reg: Registration) -> dict[str, Any]:
     """The ``osreg match`` answer: keypoints in original pixels of both images, H optical px -> SAR px."""
     H, _ = reg.transform_to_sar()
     trusted = reg.verdict.good and H is not None
-    return _jsonable(
+    return jsonable(
         {
             "keypoints0": reg.matches.keypoints0,
             "keypoints1": reg.keypoints1_in_sar(),
@@ -109,7 +112,7 @@ def build_report(reg: Registration, written: dict[str, str] | None = None, run_i
         "config": cfg.to_dict(),
         "outputs": written or {},
     }
-    return _jsonable(report)
+    return jsonable(report)
 
 
 def _map_coords(reg: Registration, xy: np.ndarray) -> np.ndarray:
@@ -144,7 +147,7 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[dict[str, Any]]) -> str:
     cols = ["id", "x_opt", "y_opt", "x_sar", "y_sar", "map_x", "map_y", "residual_px", "confidence", "inlier"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
@@ -154,25 +157,25 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _geojson(reg: Registration, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def geojson_doc(crs, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """GeoJSON (RFC 7946) of the tie points: WGS84 longitude/latitude points when the optical image is
-    georeferenced; otherwise features without a geometry (``null``, an unlocated feature), since pixel coordinates
-    are not longitude/latitude. Pixel coordinates are always in the properties."""
-    georef = reg.optical.is_georeferenced
+    georeferenced (``crs`` not None); otherwise features without a geometry (``null``, an unlocated feature), since
+    pixel coordinates are not longitude/latitude. Pixel coordinates are always in the properties."""
+    georef = crs is not None
     if georef and rows:
         from rasterio.warp import transform as warp_transform
 
-        lon, lat = warp_transform(reg.optical.crs, "EPSG:4326", [r["map_x"] for r in rows], [r["map_y"] for r in rows])
+        lon, lat = warp_transform(crs, "EPSG:4326", [r["map_x"] for r in rows], [r["map_y"] for r in rows])
     feats = []
     for i, r in enumerate(rows):
         geometry = {"type": "Point", "coordinates": [lon[i], lat[i]]} if georef else None
         feats.append({"type": "Feature", "geometry": geometry, "properties": dict(r)})
     doc = {"type": "FeatureCollection", "features": feats}
     doc["osreg_coordinates"] = (
-        f"points at the WGS84 longitude/latitude of the optical tie points; map_x/map_y in {reg.optical.crs}"
+        f"points at the WGS84 longitude/latitude of the optical tie points; map_x/map_y in {crs}"
         if georef else "no geometry: the optical image is not georeferenced; x_opt/y_opt are optical pixels"
     )
-    return _jsonable(doc)
+    return jsonable(doc)
 
 
 def resample_sar_onto_optical(reg: Registration) -> tuple[np.ndarray, np.ndarray]:
@@ -204,7 +207,7 @@ def resample_sar_onto_optical(reg: Registration) -> tuple[np.ndarray, np.ndarray
     return out, valid
 
 
-def _stretch8(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def stretch8(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     v = img[mask & np.isfinite(img)]
     if v.size == 0:
         return np.zeros(img.shape, np.uint8)
@@ -232,6 +235,22 @@ def quicklook(optical_u8: np.ndarray, sar_u8: np.ndarray, max_side: int = 1024) 
     return np.hstack([cv2.cvtColor(board, cv2.COLOR_GRAY2BGR), gap, overlay])
 
 
+def write_chip_field(reg: Registration, path: Path, run_id: str) -> None:
+    """The displacement field of a chip's transform, so that ``osreg apply`` can reuse any registration."""
+    from osreg.scene.field import DisplacementField, WorkingFrame
+    from osreg.scene.resample import Grid, write_field
+
+    o, s = reg.optical, reg.sar
+    if reg.georeferenced:
+        frame = WorkingFrame(True, o.crs, o.transform, s.crs, s.transform)
+        grid = Grid(o.width, o.height, o.crs, o.transform)
+    else:
+        frame = WorkingFrame.pixel_space()
+        grid = Grid(o.width, o.height, o.crs, o.transform) if o.is_georeferenced else Grid(o.width, o.height)
+    field = DisplacementField.from_transform(reg.estimate.H, o.width, o.height, FIELD_STEP_CHIP)
+    write_field(path, field, frame, grid, (s.width, s.height), {"OSREG_RUN_ID": run_id}, overwrite=True)
+
+
 def write_outputs(reg: Registration, out_dir: str | Path, overwrite: bool = False) -> dict[str, str]:
     """Write every output of a registration into ``out_dir`` as one set.
 
@@ -249,9 +268,9 @@ def write_outputs(reg: Registration, out_dir: str | Path, overwrite: bool = Fals
     with staged_folder(out_dir, OUTPUT_NAMES.values(), overwrite) as stage:
         paths = output_paths(stage)
         rows = tiepoint_rows(reg)
-        paths["tiepoints_csv"].write_text(_csv_text(rows), encoding="utf-8")
+        paths["tiepoints_csv"].write_text(csv_text(rows), encoding="utf-8")
         written["tiepoints_csv"] = str(final["tiepoints_csv"])
-        paths["tiepoints_geojson"].write_text(json.dumps(_geojson(reg, rows)), encoding="utf-8")
+        paths["tiepoints_geojson"].write_text(json.dumps(geojson_doc(reg.optical.crs, rows)), encoding="utf-8")
         written["tiepoints_geojson"] = str(final["tiepoints_geojson"])
         if reg.verdict.good:
             data, valid = resample_sar_onto_optical(reg)
@@ -260,13 +279,15 @@ def write_outputs(reg: Registration, out_dir: str | Path, overwrite: bool = Fals
                           descriptions=[d or f"SAR band {i + 1}" for i, d in enumerate(reg.sar.descriptions)],
                           tags={"OSREG_RUN_ID": run_id, "OSREG_VERSION": __version__})
             written["registered"] = str(final["registered"])
-            opt8 = _stretch8(reg.optical_image, o.mask)
+            opt8 = stretch8(reg.optical_image, o.mask)
             sar_img = np.where(valid, np.nanmean(data, axis=0) if data.shape[0] > 1 else data[0], np.nan)
             if reg.sar.dtype != "uint8" and np.nanmin(sar_img) >= 0:
                 sar_img = np.log(np.maximum(sar_img, 1e-6))
-            if not cv2.imwrite(str(paths["quicklook"]), quicklook(opt8, _stretch8(sar_img, valid))):
+            if not cv2.imwrite(str(paths["quicklook"]), quicklook(opt8, stretch8(sar_img, valid))):
                 raise OSError(f"cannot write the quick-look {final['quicklook']}")
             written["quicklook"] = str(final["quicklook"])
+            write_chip_field(reg, paths["displacement_field"], run_id)
+            written["displacement_field"] = str(final["displacement_field"])
         written["report"] = str(final["report"])
         report = build_report(reg, written, run_id)
         paths["report"].write_text(json.dumps(report, indent=2), encoding="utf-8")

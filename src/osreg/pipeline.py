@@ -179,6 +179,7 @@ def register_rasters(
     """:func:`run_registration` on rasters already in memory."""
     timings = {"read_s": t_read}
     use_georeference = config.use_georeference and optical.is_georeferenced and sar.is_georeferenced
+    fallback = matcher is None and use_georeference and config.method.search == "auto"
     if matcher is None:
         # search=auto: the global rotation/scale search only when there is no usable georeference
         matcher = build_matcher(config.method, georeferenced=use_georeference)
@@ -209,6 +210,16 @@ def register_rasters(
     timings["preprocess_s"] = time.perf_counter() - t
     core = register_arrays(img0, img1, optical.mask, working.mask, matcher, config.geometry, config.verdict,
                            config.method.template_refine)
+    if fallback and not core.verdict.good:
+        # the georeference is off by more than the matcher searches: the global search on the same pair
+        logger.info("not trusted from the georeference (%s): global search", "; ".join(core.verdict.reasons))
+        searched = build_matcher(dataclasses.replace(config.method, search="global"), georeferenced=False)
+        again = register_arrays(img0, img1, optical.mask, working.mask, searched, config.geometry, config.verdict,
+                                config.method.template_refine)
+        again.timings["match_s"] += core.timings.get("match_s", 0.0)
+        again.matches.info["georeference_fallback"] = "global search: " + "; ".join(core.verdict.reasons)
+        if again.verdict.good:
+            core = again
     timings.update(core.timings)
     return Registration(config, optical, sar, working, mapping, core.matches, core.estimate, core.verdict, timings,
                         img0, img1, core.refine_report, masked)

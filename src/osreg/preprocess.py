@@ -183,23 +183,45 @@ def _sar2sar_log_amplitude(amplitude: np.ndarray, weights: str | Path | None = N
     return sar2sar_normalised(x, weights) * span + _SAR2SAR_MIN
 
 
-def stretch(img: np.ndarray, mask: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Robust percentile stretch of the valid pixels to ``[0, 1]``; invalid pixels become 0."""
+Limits = tuple[float, float]
+
+
+def stretch_limits(img: np.ndarray, mask: np.ndarray, low: float = 1.0, high: float = 99.0) -> Limits | None:
+    """The ``low`` and ``high`` percentiles of the valid pixels (None when none is valid)."""
+    valid = mask & np.isfinite(img)
+    if not valid.any():
+        return None
+    lo, hi = np.percentile(img[valid], [low, high])
+    return float(lo), float(max(hi, lo + 1e-6))
+
+
+def stretch(img: np.ndarray, mask: np.ndarray, low: float = 1.0, high: float = 99.0,
+            limits: Limits | None = None) -> np.ndarray:
+    """Robust percentile stretch of the valid pixels to ``[0, 1]``; invalid pixels become 0.
+
+    ``limits`` (e.g. the statistics of a whole scene, for its windows) replace the percentiles of ``img``.
+    """
     valid = mask & np.isfinite(img)
     out = np.zeros(img.shape, dtype=np.float32)
-    if not valid.any():
+    limits = limits or stretch_limits(img, mask, low, high)
+    if limits is None:
         return out
-    lo, hi = np.percentile(img[valid], [low, high])
-    if hi <= lo:
-        hi = lo + 1e-6
+    lo, hi = limits
     out[valid] = np.clip((img[valid] - lo) / (hi - lo), 0.0, 1.0)
     return out
 
 
-def prepare_optical(raster: Raster, cfg: PreprocessConfig = PreprocessConfig(), method: str = "") -> np.ndarray:
-    """Optical raster -> ``(H, W)`` float32 in ``[0, 1]``."""
+def prepare_optical(raster: Raster, cfg: PreprocessConfig = PreprocessConfig(), method: str = "",
+                    limits: Limits | None = None) -> np.ndarray:
+    """Optical raster -> ``(H, W)`` float32 in ``[0, 1]`` (``limits``: fixed stretch limits, see :func:`stretch`)."""
     img = to_single_band(raster, "optical", method)
-    return stretch(img, raster.mask, cfg.low_percentile, cfg.high_percentile)
+    return stretch(img, raster.mask, cfg.low_percentile, cfg.high_percentile, limits)
+
+
+def optical_limits(raster: Raster, cfg: PreprocessConfig = PreprocessConfig(), method: str = "") -> Limits | None:
+    """The stretch limits :func:`prepare_optical` would use on ``raster`` (a sample of a scene)."""
+    return stretch_limits(to_single_band(raster, "optical", method), raster.mask, cfg.low_percentile,
+                          cfg.high_percentile)
 
 
 def resolve_sar_scale(raster: Raster, cfg: PreprocessConfig) -> str:
@@ -209,17 +231,30 @@ def resolve_sar_scale(raster: Raster, cfg: PreprocessConfig) -> str:
     return detect_sar_scale(raster.data[:, raster.mask], raster.dtype)
 
 
-def prepare_sar(raster: Raster, cfg: PreprocessConfig = PreprocessConfig(), method: str = "") -> np.ndarray:
+def prepare_sar(raster: Raster, cfg: PreprocessConfig = PreprocessConfig(), method: str = "",
+                limits: Limits | None = None) -> np.ndarray:
     """SAR raster -> ``(H, W)`` float32 in ``[0, 1]``, log-scaled and optionally despeckled.
 
     ``cfg.sar_scale`` should be resolved on the SAR as read (:func:`resolve_sar_scale`) when ``raster`` is a
-    resampled copy.
+    resampled copy. ``limits``: fixed stretch limits of the log-scaled values (see :func:`sar_limits`).
     """
+    out, mask = _sar_values(raster, cfg, method)
+    return stretch(out, mask, cfg.low_percentile, cfg.high_percentile, limits)
+
+
+def sar_limits(raster: Raster, cfg: PreprocessConfig = PreprocessConfig(), method: str = "") -> Limits | None:
+    """The stretch limits :func:`prepare_sar` would use on ``raster`` (a sample of a scene)."""
+    out, mask = _sar_values(raster, cfg, method)
+    return stretch_limits(out, mask, cfg.low_percentile, cfg.high_percentile)
+
+
+def _sar_values(raster: Raster, cfg: PreprocessConfig, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """The log-scaled (and despeckled) SAR values before the stretch, and their validity."""
     img = to_single_band(raster, "SAR", method)
     mask = raster.mask & np.isfinite(img)
     scale = resolve_sar_scale(raster, cfg)
-    logger.info("SAR values read as %s", scale)
-    fill = float(np.median(img[mask]))
+    logger.debug("SAR values read as %s", scale)
+    fill = float(np.median(img[mask])) if mask.any() else 0.0
     img = np.where(mask, img, fill)
     if scale == "db":
         linear = np.power(10.0, img / 10.0)  # intensity
@@ -241,4 +276,4 @@ def prepare_sar(raster: Raster, cfg: PreprocessConfig = PreprocessConfig(), meth
         out = linear
     else:
         out = np.log(np.clip(linear, 1e-10, None))
-    return stretch(out, mask, cfg.low_percentile, cfg.high_percentile)
+    return out, mask

@@ -124,11 +124,31 @@ def read_raster(path: str | os.PathLike, role: str = "image", bands: Sequence[in
         raise RasterReadError(f"cannot read {role} image {p} as a raster (GeoTIFF, PNG or JPEG): {exc}") from exc
 
 
-def _read_open_dataset(ds, p: Path, role: str, bands: Sequence[int] | None) -> Raster:
+def alpha_bands(ds) -> list[int]:
+    """1-based indices of the alpha (transparency) bands of an open dataset."""
     from rasterio.enums import ColorInterp
 
-    interp = list(ds.colorinterp)
-    alpha_idx = [i + 1 for i, ci in enumerate(interp) if ci == ColorInterp.alpha]
+    return [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
+
+
+def valid_mask(data: np.ndarray, nodata: float | None, alphas: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """``(H, W)`` True where every band of ``(bands, H, W)`` data is valid: not the nodata value (a pixel is nodata
+    when all its bands equal it), finite, and not transparent in any alpha band."""
+    valid = np.ones(data.shape[1:], dtype=bool)
+    if nodata is not None:
+        if np.isnan(nodata):
+            valid &= ~np.isnan(data).any(axis=0)
+        else:
+            valid &= ~(data == np.asarray(nodata, dtype=data.dtype)).all(axis=0)
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    for a in alphas:
+        valid &= a > 0
+    return valid
+
+
+def _read_open_dataset(ds, p: Path, role: str, bands: Sequence[int] | None) -> Raster:
+    alpha_idx = alpha_bands(ds)
     data_bands = [b for b in range(1, ds.count + 1) if b not in alpha_idx]
     if bands:
         bad = [b for b in bands if b < 1 or b > ds.count]
@@ -141,17 +161,8 @@ def _read_open_dataset(ds, p: Path, role: str, bands: Sequence[int] | None) -> R
     if dtype not in SUPPORTED_DTYPES:
         raise InputError(f"{role} image {p} has data type {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}")
     data = ds.read(data_bands)
-    valid = np.ones(data.shape[1:], dtype=bool)
     nodata = ds.nodata
-    if nodata is not None:
-        if np.isnan(nodata):
-            valid &= ~np.isnan(data).any(axis=0)
-        else:
-            valid &= ~(data == np.asarray(nodata, dtype=data.dtype)).all(axis=0)
-    if np.issubdtype(data.dtype, np.floating):
-        valid &= np.isfinite(data).all(axis=0)
-    for a in alpha_idx:
-        valid &= ds.read(a) > 0
+    valid = valid_mask(data, nodata, [ds.read(a) for a in alpha_idx])
     georef = _is_georeferenced(ds)
     if not valid.any():
         raise NodataError(f"{role} image {p} contains only nodata values (nodata={nodata}); nothing to register")
