@@ -134,7 +134,7 @@ class RasterSource:
         valid = valid_mask(data, self.nodata, alphas)
         transform = None
         if self.transform is not None:
-            transform = self.transform * Affine.translation(c0, r0) * Affine.scale(w / out_w, h / out_h)
+            transform = self.transform @ Affine.translation(c0, r0) @ Affine.scale(w / out_w, h / out_h)
         return Raster(data=data, mask=valid, crs=self.crs, transform=transform, nodata=self.nodata, path=self.path,
                       descriptions=self.descriptions)
 
@@ -150,7 +150,7 @@ class RasterSource:
             part = self.read((x0, y0, x1 - x0, y1 - y0))
             data[:, y0 - r0:y1 - r0, x0 - c0:x1 - c0] = part.data
             valid[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = part.mask
-        transform = None if self.transform is None else self.transform * Affine.translation(c0, r0)
+        transform = None if self.transform is None else self.transform @ Affine.translation(c0, r0)
         return Raster(data=data, mask=valid, crs=self.crs, transform=transform, nodata=self.nodata, path=self.path,
                       descriptions=self.descriptions)
 

@@ -134,8 +134,8 @@ def write_field(path: str | os.PathLike, field: DisplacementField, frame: Workin
                "dtype": "float32", "compress": "deflate"}
     if grid.georeferenced:
         # lattice node k is optical pixel k * step: its centre is at grid pixel k * step + 0.5
-        profile.update(crs=grid.crs, transform=grid.transform * Affine.translation(0.5 - 0.5 * step, 0.5 - 0.5 * step)
-                       * Affine.scale(step))
+        profile.update(crs=grid.crs, transform=grid.transform @ Affine.translation(0.5 - 0.5 * step, 0.5 - 0.5 * step)
+                       @ Affine.scale(step))
     meta = {"OSREG_FIELD": FIELD_VERSION, "OSREG_VERSION": __version__,
             "OSREG_FRAME": "georeferenced" if frame.georeferenced else "pixel",
             "OSREG_FIELD_STEP": str(step), "OSREG_GRID_WIDTH": str(grid.width), "OSREG_GRID_HEIGHT": str(grid.height),
