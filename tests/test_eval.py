@@ -132,7 +132,7 @@ def test_benchmark_end_to_end(shared_data, tmp_path):
 
 
 def test_method_specs():
-    from osreg.cli import _split_methods
+    from osreg.cli import split_methods as _split_methods
     from osreg.matchers import parse_method_spec
 
     assert _split_methods("sift,tar[use_text=false,max_side=384],cfog") == ["sift", "tar[use_text=false,max_side=384]",

@@ -120,6 +120,11 @@ def register_pair(task: PairTask, config: RegisterConfig, scene: SceneConfig, ov
     return _row(task, status, report, time.perf_counter() - t)
 
 
+def finished(task: PairTask) -> bool:
+    """Whether a pair's folder already holds a report (a finished registration, trusted or not)."""
+    return _report(task) is not None
+
+
 PairRunner = Callable[[PairTask, RegisterConfig, SceneConfig, bool, int], dict[str, Any]]
 
 

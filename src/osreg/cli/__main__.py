@@ -1,0 +1,5 @@
+"""``python -m osreg.cli``: the console script."""
+
+from osreg.cli import run
+
+run()
