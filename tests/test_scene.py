@@ -251,3 +251,17 @@ def test_scene_config_is_checked():
         SceneConfig(spacing=10)
     res = run("register", DEMO_OPTICAL, DEMO_SAR, "-o", "/tmp/never", "--chip", "--model", "local")
     assert res.exit_code == 2 and "--model local is a scene model: drop --chip" in res.output
+
+
+def test_match_on_a_scene_gives_its_window_matches_in_sar_pixels(scene_case, tmp_path):
+    res = run("-q", "match", scene_case["optical"], scene_case["sar"], "--scene", "-o", tmp_path / "m.json")
+    assert res.exit_code == 0, res.output
+    d = json.loads((tmp_path / "m.json").read_text())
+    k0, k1, kept = np.array(d["keypoints0"]), np.array(d["keypoints1"]), np.array(d["inlier"], bool)
+    assert len(k0) == len(k1) == len(d["confidence"]) and kept.sum() > 200
+    case = SceneCase.from_dict(json.loads(open(scene_case["case"]).read()))
+    err = np.linalg.norm(k1 - case.truth(k0), axis=1)
+    # single CFOG matches on 10 m Sentinel-1 scatter by 1-3 px (the windows' medians are what the model uses)
+    assert np.median(err[kept]) < 2.0 and np.percentile(err[kept], 95) < 4.5 and np.median(err[~kept]) > 3.0
+    H = np.array(d["H"])  # the global stage: the ~40 px offset
+    assert np.linalg.norm(H[:2, 2] - case.truth(np.zeros((1, 2)))[0]) < 8

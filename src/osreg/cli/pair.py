@@ -109,28 +109,44 @@ def register(optical, sar, out_dir, overwrite, threads, scene_mode, spacing, win
 
 @click.command()
 @pair_options
+@scene_options
 @click.option("-o", "--out", "out_path", default="-", show_default=True, type=click.Path(path_type=str),
               help="JSON file for the matches, or - for stdout.")
 @overwrite_option
 @threads_option
 @handle_errors
-def match(optical, sar, out_path, overwrite, threads, **kw):
+def match(optical, sar, out_path, overwrite, threads, scene_mode, spacing, window_size, scheduler, **kw):
     """Match OPTICAL and SAR and write the correspondences as one JSON object.
 
     keypoints0 are optical pixels, keypoints1 SAR pixels (0-based, (0, 0) = centre of the top-left pixel), H maps
-    optical to SAR pixels (null when not trusted); an empty list is a valid "no match" answer (exit 0).
+    optical to SAR pixels (null when not trusted); an empty list is a valid "no match" answer (exit 0). For a scene
+    the matches are those of its tie-point windows and H is its global stage's transform.
     """
-    from osreg.export import match_json
     from osreg.io.atomic import check_output_file, write_text_atomic
-    from osreg.pipeline import run_registration
     from osreg.runtime import set_threads
 
     set_threads(threads)
     cfg = pair_config(**kw)
     if out_path != "-":
         check_output_file(out_path, overwrite)
-    reg = run_registration(optical, sar, cfg)
-    text = json.dumps(match_json(reg))
+    if use_scene(optical, kw["model"], scene_mode):
+        from osreg.scene.outputs import scene_match_json
+        from osreg.scene.register import register_scene
+
+        client = dask_client(scheduler) if scheduler else None
+        try:
+            reg = register_scene(optical, sar, cfg, scene_config(kw["model"], spacing, window_size), progress_bars,
+                                 client)
+        finally:
+            if client is not None:
+                client.close()
+        text = json.dumps(scene_match_json(reg))
+    else:
+        from osreg.export import match_json
+        from osreg.pipeline import run_registration
+
+        reg = run_registration(optical, sar, cfg)
+        text = json.dumps(match_json(reg))
     if out_path == "-":
         click.echo(text)
     else:

@@ -47,6 +47,19 @@ def scene_tiepoint_rows(sreg: SceneRegistration) -> list[dict[str, Any]]:
             for i in range(len(k0))]
 
 
+def scene_match_json(sreg: SceneRegistration) -> dict[str, Any]:
+    """The ``osreg match`` answer for a scene: the window matches in original pixels of both images, and H the
+    global stage's optical px -> SAR px transform (null when untrusted, or when the CRSs differ and no plane
+    transform maps optical to SAR pixels)."""
+    m = sreg.matches
+    sx, sy = sreg.frame.to_sar(m.keypoints1[:, 0], m.keypoints1[:, 1])
+    A = sreg.frame.affine
+    H = None if sreg.H is None or A is None or not sreg.verdict.good else A @ sreg.H
+    return jsonable({"keypoints0": m.keypoints0, "keypoints1": np.stack([sx, sy], axis=1).reshape(-1, 2),
+                     "confidence": m.confidence, "inlier": sreg.kept.astype(int),
+                     "H": None if H is None else H / H[2, 2], "time_s": sum(sreg.timings.values())})
+
+
 def scene_report(sreg: SceneRegistration, written: dict[str, str], run_id: str) -> dict[str, Any]:
     """The content of a scene's ``report.json`` (the chip report's keys, plus ``scene``)."""
     c = sreg.coarse
@@ -142,4 +155,4 @@ def write_scene_outputs(sreg: SceneRegistration, out_dir: str | Path, overwrite:
     return written
 
 
-__all__ = ["scene_report", "scene_tiepoint_rows", "write_scene_outputs"]
+__all__ = ["scene_match_json", "scene_report", "scene_tiepoint_rows", "write_scene_outputs"]

@@ -225,8 +225,11 @@ def _tie_points(result: SceneRegistration, opt_nn, sar_nn, progress: ProgressFac
         return apply_transform(H, p + model.correction(p))
 
     result.displacement = DisplacementField.from_mapping(mapping, optical.width, optical.height, scene.field_step)
+    working = apply_transform(H, k1)
+    # inliers as for a pair: matches of agreeing windows within the inlier threshold of the final registration
+    kept &= np.linalg.norm(working - mapping(k0), axis=1) <= config.geometry.threshold_px
     result.centres, result.kept, result.shifts, result.model = centres, kept, shifts, model
-    result.matches = MatchResult(k0, apply_transform(H, k1), conf, {"windows": len(centres)})
+    result.matches = MatchResult(k0, working, conf, {"windows": len(centres)})
     if len(shifts):
         result.residual_px = np.linalg.norm(shifts.shift - model.correction(shifts.position), axis=1)
     result.timings["model_s"] = time.perf_counter() - t
