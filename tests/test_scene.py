@@ -265,3 +265,26 @@ def test_match_on_a_scene_gives_its_window_matches_in_sar_pixels(scene_case, tmp
     assert np.median(err[kept]) < 2.0 and np.percentile(err[kept], 95) < 4.5 and np.median(err[~kept]) > 3.0
     H = np.array(d["H"])  # the global stage: the ~40 px offset
     assert np.linalg.norm(H[:2, 2] - case.truth(np.zeros((1, 2)))[0]) < 8
+
+
+def test_progress_bars_go_to_stderr_and_are_silent_with_quiet(capsys):
+    import logging
+
+    from osreg.cli.common import progress_bars
+
+    root = logging.getLogger()
+    old = root.level
+    try:
+        root.setLevel(logging.INFO)
+        bar = progress_bars("tie points", 4)
+        bar.update(4)
+        bar.close()
+        err = capsys.readouterr()
+        assert "tie points: 100%" in err.err and "4/4" in err.err and err.out == ""
+        root.setLevel(logging.WARNING)  # osreg -q
+        bar = progress_bars("tie points", 4)
+        bar.update(4)
+        bar.close()
+        assert capsys.readouterr().err == ""
+    finally:
+        root.setLevel(old)
