@@ -288,3 +288,16 @@ def test_progress_bars_go_to_stderr_and_are_silent_with_quiet(capsys):
         assert capsys.readouterr().err == ""
     finally:
         root.setLevel(old)
+
+
+def test_fuse_writes_the_optical_bands_and_the_registered_sar_as_one_stack(tmp_path):
+    out = tmp_path / "out"
+    res = run("-q", "register", DEMO_OPTICAL, DEMO_SAR, "-o", out, "--fuse")
+    assert res.exit_code == 0, res.output
+    with rasterio.open(out / "fused.tif") as f, rasterio.open(DEMO_OPTICAL) as o, \
+            rasterio.open(out / "registered_sar.tif") as r:
+        assert f.count == 4 and f.descriptions == ("B4 red", "B3 green", "B2 blue", "VH")
+        assert f.crs == o.crs and f.transform == o.transform and f.dtypes[0] == "float32"
+        assert np.array_equal(f.read([1, 2, 3]), o.read().astype(np.float32))
+        assert np.array_equal(f.read(4), r.read(1), equal_nan=True)
+        assert f.tags()["OSREG_RUN_ID"] == json.loads((out / "report.json").read_text())["run_id"]

@@ -29,6 +29,7 @@ OUTPUT_NAMES = {
     "report": "report.json",
     "quicklook": "quicklook.png",
     "displacement_field": "displacement_field.tif",
+    "fused": "fused.tif",
 }
 
 FIELD_STEP_CHIP = 16  # lattice of the displacement field of a plane transform (exact: bilinear in between)
@@ -251,11 +252,13 @@ def write_chip_field(reg: Registration, path: Path, run_id: str) -> None:
     write_field(path, field, frame, grid, (s.width, s.height), {"OSREG_RUN_ID": run_id}, overwrite=True)
 
 
-def write_outputs(reg: Registration, out_dir: str | Path, overwrite: bool = False) -> dict[str, str]:
+def write_outputs(reg: Registration, out_dir: str | Path, overwrite: bool = False, fuse: bool = False
+                  ) -> dict[str, str]:
     """Write every output of a registration into ``out_dir`` as one set.
 
-    A trusted registration gets all outputs; an untrusted one only the tie points and the report (no registered
-    image and no quick-look). The set is written into a hidden folder beside ``out_dir`` and replaces it as a whole
+    A trusted registration gets all outputs (``fuse``: also ``fused.tif``, the optical bands and the registered SAR
+    as one multi-band COG); an untrusted one only the tie points and the report (no registered image and no
+    quick-look). The set is written into a hidden folder beside ``out_dir`` and replaces it as a whole
     (:func:`osreg.io.atomic.staged_folder`): an earlier run's outputs never stay beside this run's report, and an
     interrupted run leaves the earlier set untouched. The registered GeoTIFF and the report carry the same
     ``run_id``. Nothing is replaced unless ``overwrite``.
@@ -288,6 +291,13 @@ def write_outputs(reg: Registration, out_dir: str | Path, overwrite: bool = Fals
             written["quicklook"] = str(final["quicklook"])
             write_chip_field(reg, paths["displacement_field"], run_id)
             written["displacement_field"] = str(final["displacement_field"])
+            if fuse:
+                from osreg.io.windows import RasterSource
+                from osreg.scene.resample import write_fused
+
+                optical = RasterSource.open(reg.optical.path, "optical", reg.config.optical_bands)
+                write_fused(optical, paths["registered"], paths["fused"], {"OSREG_RUN_ID": run_id}, overwrite=True)
+                written["fused"] = str(final["fused"])
         written["report"] = str(final["report"])
         report = build_report(reg, written, run_id)
         paths["report"].write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -17,7 +17,7 @@ from osreg.cli.common import (
     split_methods,
     threads_option,
 )
-from osreg.errors import OutputExistsError
+from osreg.errors import InputError, OutputExistsError
 
 logger = logging.getLogger("osreg")
 
@@ -122,7 +122,7 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
 
 
 @click.command()
-@click.option("--method", type=click.Choice(["tar", "promptmid"]), default="tar", show_default=True,
+@click.option("--method", type=click.Choice(["tar", "promptmid", "cstf"]), default="tar", show_default=True,
               help="Model to train (promptmid: only its aggregator learns; the extractors stay frozen).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=str),
               default=lambda: str(default_data_dir()), show_default="$OSREG_DATA, else ../shared/data",
@@ -156,8 +156,12 @@ def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resum
 
     if method == "promptmid":
         from osreg.train.train_promptmid import train as run_training
+    elif method == "cstf":
+        from osreg.train.train_cstf import train as run_training
     else:
         from osreg.train.train_tar import train as run_training
+    if init and method != "tar":
+        raise InputError(f"--init applies to tar only, not {method}")
 
     from osreg.matchers.checkpoint import read_checkpoint
 

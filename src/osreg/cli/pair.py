@@ -64,10 +64,13 @@ def use_scene(optical: str, model: str, scene_mode: bool | None) -> bool:
 @scene_options
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=str),
               help="Output folder (new, empty, or holding an earlier run's outputs).")
+@click.option("--fuse", is_flag=True,
+              help="Also write fused.tif: the optical bands and the registered SAR as one multi-band COG on the optical "
+                   "grid (the stack for a detector or a classifier).")
 @overwrite_option
 @threads_option
 @handle_errors
-def register(optical, sar, out_dir, overwrite, threads, scene_mode, spacing, window_size, scheduler, **kw):
+def register(optical, sar, out_dir, overwrite, threads, scene_mode, spacing, window_size, scheduler, fuse, **kw):
     """Register SAR to OPTICAL and write the registered SAR, displacement field, tie points, report and quick-look
     to OUT.
 
@@ -94,12 +97,12 @@ def register(optical, sar, out_dir, overwrite, threads, scene_mode, spacing, win
         finally:
             if client is not None:
                 client.close()
-        written = write_scene_outputs(reg, out_dir, overwrite, progress_bars)
+        written = write_scene_outputs(reg, out_dir, overwrite, progress_bars, fuse)
     else:
         from osreg.pipeline import run_registration
 
         reg = run_registration(optical, sar, cfg)
-        written = write_outputs(reg, out_dir, overwrite)
+        written = write_outputs(reg, out_dir, overwrite, fuse)
     for kind, path in written.items():
         logger.info("wrote %s: %s", kind, path)
     if not reg.verdict.good:

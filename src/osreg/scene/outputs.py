@@ -21,7 +21,7 @@ from osreg.io.windows import RasterSource
 from osreg.progress import ProgressFactory, silent
 from osreg.scene.config import gdal_env
 from osreg.scene.register import SceneRegistration
-from osreg.scene.resample import resample_to_cog, write_field
+from osreg.scene.resample import resample_to_cog, write_field, write_fused
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _quicklook(registered: Path, optical: RasterSource, max_side: int = 1024) ->
 
 
 def write_scene_outputs(sreg: SceneRegistration, out_dir: str | Path, overwrite: bool = False,
-                        progress: ProgressFactory = silent) -> dict[str, str]:
+                        progress: ProgressFactory = silent, fuse: bool = False) -> dict[str, str]:
     """Write every output of a scene registration into ``out_dir`` as one set (see
     :func:`osreg.export.write_outputs`); untrusted: tie points and report only."""
     final = output_paths(out_dir)
@@ -147,6 +147,10 @@ def write_scene_outputs(sreg: SceneRegistration, out_dir: str | Path, overwrite:
             write_field(paths["displacement_field"], sreg.displacement, sreg.frame, sreg.grid,
                         (sreg.sar.width, sreg.sar.height), tags, True)
             written["displacement_field"] = str(final["displacement_field"])
+            if fuse:
+                write_fused(sreg.optical, paths["registered"], paths["fused"], tags, True, sreg.scene.block,
+                            progress)
+                written["fused"] = str(final["fused"])
             if not cv2.imwrite(str(paths["quicklook"]), _quicklook(paths["registered"], sreg.optical)):
                 raise OSError(f"cannot write the quick-look {final['quicklook']}")
             written["quicklook"] = str(final["quicklook"])

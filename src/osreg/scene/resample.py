@@ -98,6 +98,50 @@ def resample_to_cog(field: DisplacementField, frame: WorkingFrame, sar: RasterSo
     return final
 
 
+def write_fused(optical: RasterSource, registered: str | os.PathLike, out_path: str | os.PathLike,
+                tags: dict[str, str], overwrite: bool = False, block: int = 1024,
+                progress: ProgressFactory = silent) -> Path:
+    """The optical bands and the registered SAR bands as one float32 Cloud-Optimised GeoTIFF on the optical grid
+    (the stack a detector or a classifier takes), written block by block; NaN where a band is invalid."""
+    sar = RasterSource.open(registered, "registered SAR")
+    if (sar.width, sar.height) != (optical.width, optical.height):
+        raise InputError(f"the registered SAR {registered} is not on the optical grid of {optical.path}")
+    count = optical.count + sar.count
+    profile = {"driver": "GTiff", "width": optical.width, "height": optical.height, "count": count,
+               "dtype": "float32", "nodata": float("nan"), "tiled": True, "blockxsize": 512, "blockysize": 512,
+               "compress": "deflate", "zlevel": 1, "bigtiff": "if_safer"}
+    if optical.is_georeferenced:
+        profile.update(crs=optical.crs, transform=optical.transform)
+    names = [d or f"optical band {b}" for d, b in zip(optical.descriptions, optical.bands)]
+    names += [d or f"SAR band {i}" for i, d in enumerate(sar.descriptions, start=1)]
+    nbx, nby = math.ceil(optical.width / block), math.ceil(optical.height / block)
+    bar = progress("fusing", nbx * nby)
+    final = Path(out_path)
+    with atomic_output(final, overwrite) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        blocks = tmp.with_name(tmp.name + ".blocks.tif")
+        try:
+            with rasterio.open(blocks, "w", **profile) as dst:
+                for by in range(nby):
+                    for bx in range(nbx):
+                        win = (bx * block, by * block, min(block, optical.width - bx * block),
+                               min(block, optical.height - by * block))
+                        o, r = optical.read(win), sar.read(win)
+                        od = np.where(o.mask[None], o.data.astype(np.float32), np.nan)
+                        rd = np.where(r.mask[None], r.data.astype(np.float32), np.nan)
+                        dst.write(np.concatenate([od, rd]), window=Window(*win))
+                        bar.update(1)
+                for i, n in enumerate(names, start=1):
+                    dst.set_band_description(i, n)
+                dst.update_tags(**tags)
+            _cog_copy(blocks, tmp)
+        finally:
+            bar.close()
+            if blocks.exists():
+                blocks.unlink()
+    return final
+
+
 def _metres(grid: Grid, field: DisplacementField) -> tuple[np.ndarray, np.ndarray] | None:
     """The field in metres along easting and northing (None without georeference)."""
     if not grid.georeferenced:
@@ -238,4 +282,4 @@ def apply_registration(field_or_report: str | os.PathLike, input_path: str | os.
         return resample_to_cog(field, frame, src, grid, out_path, tags, overwrite, block, progress=progress)
 
 
-__all__ = ["Grid", "apply_registration", "field_of", "read_field", "resample_to_cog", "write_field"]
+__all__ = ["Grid", "apply_registration", "field_of", "read_field", "resample_to_cog", "write_field", "write_fused"]

@@ -77,7 +77,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
         v = np.asarray(v, float)
         return np.convolve(v, np.ones(k) / k, mode="valid") if len(v) > k else v
 
-    for key, a in (("coarse", ax[0]), ("fine", ax[1])):
+    # the two loss parts: whatever the losses function reported beside the total
+    parts = [k for k in history[0] if k not in ("step", "loss", "lr", "elapsed_s") and not k.startswith(
+        ("coarse_precision", "matches_per", "fine_error", "precision_"))][:2] if history else []
+    for key, a in zip(parts, ax[:2]):
         v = smooth([h[key] for h in history])
         a.plot(steps[len(steps) - len(v):], v)
         a.set_title(f"{key} loss (train, smoothed)")

@@ -1,0 +1,83 @@
+"""CSTF behind the matcher contract (``--method cstf``).
+
+The pair the matcher sees is already roughly aligned: by the georeference, or by the global rotation/scale search
+(the ``search=auto`` default, as for CFOG), which wraps this matcher and verifies its candidates with it. CSTF then
+finds, for each optical keypoint, the SAR position among the candidates within ``radius`` of the same position, or
+decides there is none.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from osreg.matchers.base import Matcher
+from osreg.matchers.checkpoint import checkpoint_config, load_state, read_checkpoint, with_inference_options
+from osreg.matchers.cstf.config import INFERENCE_FIELDS, CSTFConfig
+from osreg.matchers.cstf.keypoints import detect
+from osreg.matchers.cstf.model import CSTFNet, decode, encoder_input, keypoint_prior
+from osreg.types import MatchResult
+from osreg.weights import resolve_weights
+
+logger = logging.getLogger(__name__)
+
+SHIPPED = "matchers/cstf/weights/cstf.pt"
+
+
+def load_cstf(weights: str | Path | None = None, **overrides) -> CSTFNet:
+    """Build CSTF from a checkpoint (its saved config rebuilds the network; safe read, strict load).
+
+    Raises:
+        WeightsNotFoundError, CheckpointError, InputError: as :func:`osreg.matchers.tar.matcher.load_tar`.
+    """
+    path = resolve_weights(weights, "osreg", SHIPPED, "reinstall osreg (the weights ship inside the package)")
+    ck = read_checkpoint(path, "CSTF", ("model", "model_config"))
+    cfg = with_inference_options(checkpoint_config(ck, CSTFConfig, path, "CSTF"), overrides, INFERENCE_FIELDS, "CSTF")
+    model = CSTFNet(cfg)
+    load_state(model, ck["model"], path, "CSTF")
+    return model.eval()
+
+
+def match_pair(model: CSTFNet, img0: np.ndarray, img1: np.ndarray, mask0: np.ndarray | None,
+               mask1: np.ndarray | None, max_keypoints: int | None = None) -> MatchResult:
+    """CSTF matches of two pre-aligned images (pixels of both), possibly empty."""
+    cfg = model.cfg
+    kp0 = detect(img0, mask0, max_keypoints or cfg.max_keypoints, cfg.keypoint_scales)
+    kp1 = detect(img1, mask1, 2 * (max_keypoints or cfg.max_keypoints), cfg.keypoint_scales)
+    info = {"keypoints0": len(kp0), "keypoints1": len(kp1)}
+    if len(kp0) == 0:
+        return MatchResult.empty(**info)
+    xy0 = torch.from_numpy(kp0.xy).float()
+    cand = (xy0[:, None, None] + model.candidate_offsets()[None]).numpy()
+    prior = torch.from_numpy(keypoint_prior(cand, kp0.scale, kp1.xy, kp1.scale))
+    with torch.inference_mode():
+        logits = model(encoder_input(img0, cfg.n_orientations), encoder_input(img1, cfg.n_orientations), xy0,
+                       torch.from_numpy(kp0.scale).float(), xy0, prior)
+        disp, mass, is_match = decode(logits, cfg.cells, cfg.stride)
+    k1 = kp0.xy + disp.numpy().astype(np.float64)
+    keep = is_match.numpy() & (mass.numpy() >= cfg.min_confidence)
+    h, w = img1.shape
+    keep &= (k1[:, 0] >= 0) & (k1[:, 1] >= 0) & (k1[:, 0] <= w - 1) & (k1[:, 1] <= h - 1)
+    info["no_match"] = int((~is_match).sum().item())
+    return MatchResult(kp0.xy[keep], k1[keep], mass.numpy()[keep].astype(np.float64), info)
+
+
+class CSTFMatcher(Matcher):
+    """``--method cstf``. Options: ``weights`` (checkpoint path) and the inference fields of :class:`CSTFConfig`:
+    ``max_keypoints``, ``min_confidence``, ``max_side``, ``radius``."""
+
+    name = "cstf"
+    min_size = 64
+
+    def __init__(self, weights: str | None = None, **overrides) -> None:
+        self.model = load_cstf(weights, **overrides)
+        self.config: CSTFConfig = self.model.cfg
+
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
+        return match_pair(self.model, image0, image1, mask0, mask1)
+
+
+__all__ = ["SHIPPED", "CSTFMatcher", "load_cstf", "match_pair"]
