@@ -75,7 +75,7 @@ def pair_options(fn):
         click.argument("optical", type=click.Path(dir_okay=False, path_type=str)),
         click.argument("sar", type=click.Path(dir_okay=False, path_type=str)),
         click.option("--method", default="cfog", show_default=True,
-                     help="Matcher: cfog, rift, sift, aliked, disk, xfeat, tar, promptmid; options as "
+                     help="Matcher: cfog, rift, sift, aliked, disk, xfeat, tar, promptmid, cstf; options as "
                           "name[key=value,...], e.g. promptmid[sar_prior=sar2sar] (`osreg methods` lists them)."),
         click.option("--model", type=click.Choice(("auto", *MODELS, "local")), default="auto", show_default=True,
                      help="Transform model: auto is affine for an image pair and, for a scene, the local model where "
