@@ -67,9 +67,15 @@ def test_correspondence_maps_and_classes_have_the_documented_shapes():
     prior = torch.zeros(3, cfg.cells, cfg.cells)
     with torch.no_grad():
         f0, f1 = model.encoder0(x), model.encoder1(x)
-        assert f0.shape == (1, cfg.dim, 48, 64) and torch.allclose(f0.norm(dim=1), torch.ones(1, 48, 64), atol=1e-4)
-        maps = model.correspondence_maps(f0, f1, (96, 128), (96, 128), xy, torch.full((3,), 2.0), xy, prior)
-        assert maps.shape == (3, 6, cfg.cells, cfg.cells)
+        assert f0.shape[2:] == (48, 64) and torch.allclose(f0.norm(dim=1), torch.ones(1, 48, 64), atol=1e-4)
+        assert f0.shape[1] == cfg.dim + cfg.n_orientations  # the learned part and the fixed CFOG-like part
+        maps = model.correspondence_maps(f0, f1, (96, 128), (96, 128), xy, xy, prior)
+        assert maps.shape == (3, 5, cfg.cells, cfg.cells)  # four regions (template quadrants) and the SAR keypoints
+        # the four regions add up to the whole template's correlation: at the true shift of an image with itself
+        # the summed map peaks at the centre
+        f = model.encoder0(x)
+        same = model.correspondence_maps(f, f, (96, 128), (96, 128), xy, xy, prior)[:, :4].sum(1).flatten(1)
+        assert same.argmax(1).tolist() == [cfg.cells * cfg.cells // 2] * 3
         logits = model.head(maps)
         assert logits.shape == (3, cfg.cells * cfg.cells + 1)
     # decoding: a peaked class gives its displacement; the last class is "no match"
@@ -88,8 +94,12 @@ def test_no_keypoint_or_no_match_is_an_empty_result(tmp_path):
     res = match_pair(model, flat, flat, None, None)
     assert len(res) == 0 and res.keypoints0.shape == (0, 2) and res.info["keypoints0"] == 0
     img = textured((128, 128), seed=1)
-    res = match_pair(load_cstf(tmp_path / "t.pt", min_confidence=1.0), img, img, None, None)
-    assert len(res) == 0 and res.keypoints1.shape == (0, 2)
+    assert len(match_pair(model, img, img, None, None)) > 0
+    ck = torch.load(tmp_path / "t.pt", weights_only=True)
+    ck["model"]["head.none.bias"] = torch.tensor([1e4])  # a head that answers "no match" to everything
+    torch.save(ck, tmp_path / "none.pt")
+    res = match_pair(load_cstf(tmp_path / "none.pt"), img, img, None, None)
+    assert len(res) == 0 and res.keypoints1.shape == (0, 2) and res.info["no_match"] == res.info["keypoints0"] > 0
 
 
 def test_checkpoints_round_trip_strictly_and_refuse_what_is_not_one(tmp_path):

@@ -31,7 +31,7 @@ from osreg.train.data import AugmentConfig, load_volkov
 
 logger = logging.getLogger(__name__)
 
-TRAIN_KEYPOINTS = 96  # optical keypoints per training item
+TRAIN_KEYPOINTS = 64  # optical keypoints per training item
 NEGATIVE_FRACTION = 0.25
 
 
@@ -61,7 +61,7 @@ def item_logits(model: CSTFNet, f0, f1, size, kp0, kp1) -> torch.Tensor:
     xy0 = torch.from_numpy(kp0.xy).float()
     cand = (xy0[:, None, None] + model.candidate_offsets()[None]).numpy()
     prior = torch.from_numpy(keypoint_prior(cand, kp0.scale, kp1.xy, kp1.scale))
-    maps = model.correspondence_maps(f0, f1, size, size, xy0, torch.from_numpy(kp0.scale).float(), xy0, prior)
+    maps = model.correspondence_maps(f0, f1, size, size, xy0, xy0, prior)
     return model.head(maps)
 
 
@@ -155,6 +155,9 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
                         resume)
 
 
-def export_weights(checkpoint: str | Path, out: str | Path, command: str, notes: str = "") -> dict:
-    """Write the shipped form of a CSTF training checkpoint and its description."""
-    return export_common(checkpoint, out, command, "model", lambda d: CSTFNet(CSTFConfig.from_dict(d)), notes)
+def export_weights(checkpoint: str | Path, out: str | Path, command: str, notes: str = "",
+                   inference: dict | None = None) -> dict:
+    """Write the shipped form of a CSTF training checkpoint and its description (``inference``: inference settings
+    chosen after training, on training pairs)."""
+    return export_common(checkpoint, out, command, "model", lambda d: CSTFNet(CSTFConfig.from_dict(d)), notes,
+                         inference)

@@ -15,14 +15,15 @@ class CSTFConfig(DictConfig):
     Attributes:
         n_orientations: oriented-gradient channels fed to the encoders beside the image.
         channels: encoder widths; the features are at half resolution.
-        dim: feature dimension.
-        context: offset of the four context regions from the keypoint, in units of its scale.
-        context_min, context_max: bounds of that offset (pixels).
+        dim: dimension of the learned part of the feature (the fixed CFOG-like part adds ``n_orientations``).
+        template: side of a keypoint's template (pixels; its four quadrants are the regions of the maps).
         radius: the correspondence map covers candidates within this many pixels of the predicted position.
         stride: candidate spacing (pixels; the features' resolution).
         head_channels: width of the fully convolutional classifier.
         max_keypoints: optical keypoints matched (inference); SAR keypoints detected likewise.
-        min_confidence: smallest probability mass (3x3 cells around the winner) of a kept match.
+        min_confidence: smallest probability mass of the candidates (renormalised without "no match") on the 3x3
+            cells around the winner, for a kept match (a keypoint is matched at all when "no match" has probability
+            below 1/2).
         max_side: working resolution (longer side, pixels).
         keypoint_scales: scales of the detector (sigma of the smallest, per octave, octaves).
     """
@@ -30,10 +31,8 @@ class CSTFConfig(DictConfig):
     n_orientations: int = 8
     channels: tuple[int, int] = (24, 48)
     dim: int = 32
-    context: float = 2.0
-    context_min: float = 4.0
-    context_max: float = 16.0
-    radius: int = 24
+    template: int = 32
+    radius: int = 16
     stride: int = 2
     head_channels: int = 32
     max_keypoints: int = 512
@@ -46,6 +45,8 @@ class CSTFConfig(DictConfig):
             raise InputError(f"radius {self.radius} must be a multiple of stride {self.stride}")
         if self.stride != 2:
             raise InputError("the CSTF features are at half resolution: stride must be 2")
+        if self.template % (2 * self.stride) or self.template < 8:
+            raise InputError(f"template must be a multiple of {2 * self.stride} px and at least 8, got {self.template}")
         if not 0 <= self.min_confidence <= 1:
             raise InputError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.max_side < 64:
@@ -59,7 +60,8 @@ class CSTFConfig(DictConfig):
 
 PRESETS: dict[str, CSTFConfig] = {
     "default": CSTFConfig(),
-    "tiny": CSTFConfig(channels=(8, 16), dim=16, head_channels=8, max_keypoints=128, radius=12, max_side=256),
+    "tiny": CSTFConfig(channels=(8, 16), dim=16, head_channels=8, max_keypoints=128, radius=12, template=16,
+                       max_side=256),
 }
 PRESETS["wide"] = replace(PRESETS["default"], radius=32)
 

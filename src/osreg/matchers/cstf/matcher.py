@@ -54,8 +54,8 @@ def match_pair(model: CSTFNet, img0: np.ndarray, img1: np.ndarray, mask0: np.nda
     cand = (xy0[:, None, None] + model.candidate_offsets()[None]).numpy()
     prior = torch.from_numpy(keypoint_prior(cand, kp0.scale, kp1.xy, kp1.scale))
     with torch.inference_mode():
-        logits = model(encoder_input(img0, cfg.n_orientations), encoder_input(img1, cfg.n_orientations), xy0,
-                       torch.from_numpy(kp0.scale).float(), xy0, prior)
+        logits = model(encoder_input(img0, cfg.n_orientations), encoder_input(img1, cfg.n_orientations), xy0, xy0,
+                       prior)
         disp, mass, is_match = decode(logits, cfg.cells, cfg.stride)
     k1 = kp0.xy + disp.numpy().astype(np.float64)
     keep = is_match.numpy() & (mass.numpy() >= cfg.min_confidence)

@@ -1,13 +1,16 @@
 """The CSTF network: two feature encoders, correspondence maps over several regions, a fully convolutional
 classifier with a "no match" class.
 
-For an optical keypoint ``p`` with scale ``s`` and a predicted SAR position ``c0`` (the working pair is pre-aligned by
-the georeference or the global search, so ``c0 = p``), the candidates are the positions ``c0 + d`` on a grid of step
-``stride`` within ``radius``. For each of ``K = 5`` regions (the keypoint and four around it at ``context * s``
-pixels, bounded) the similarity of the optical feature at ``p + o_k`` with the SAR feature at ``c + o_k`` for every
-candidate ``c`` forms one channel of the correspondence map; a sixth channel marks the SAR keypoints near each
-candidate, weighted by how well their scale agrees with ``s``. The head (3x3 convolutions) turns the ``(6, S, S)`` map
-into ``S * S`` candidate logits and one no-match logit; matching is a softmax over those ``S * S + 1`` classes.
+For an optical keypoint ``p`` and its predicted SAR position (the working pair is pre-aligned by the georeference or
+the global search, so it is ``p`` itself), the candidates are the positions ``p + d`` on a grid of step ``stride``
+within ``radius``. The keypoint's template is the ``template`` x ``template`` px patch of optical features centred on
+it, split into ``K = 4`` regions (its quadrants). For every candidate, each region's features are correlated with the
+SAR features at the same place relative to the candidate: one similarity map per region (the cross-spatial
+correspondence maps), and a fifth channel marks the SAR keypoints near each candidate, weighted by how well their scale
+agrees with the optical keypoint's. The head (3x3 convolutions) turns the ``(5, S, S)`` maps into ``S * S`` candidate
+logits plus one no-match logit; matching is a softmax over those ``S * S + 1`` classes. A direct path adds the sum of
+the region maps (the whole template's correlation) to the candidate logits, so that an untrained head already prefers
+the candidate all regions agree on.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ from torch import nn
 
 from osreg.matchers.cstf.config import CSTFConfig
 
-N_REGIONS = 5
-REGION_DIRECTIONS = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], np.float32)
+N_REGIONS = 4  # the quadrants of the template
 
 
 def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -29,16 +31,27 @@ def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequen
 
 
 class Encoder(nn.Module):
-    """Image and oriented-gradient channels -> L2-normalised features at half resolution."""
+    """Image and oriented-gradient channels -> L2-normalised features at half resolution.
+
+    The feature is the concatenation of a learned part and a fixed one: the oriented-gradient channels, made
+    zero-mean across orientations and averaged over 5 x 5 pixels (a CFOG-like descriptor). The learned part starts
+    at zero, so an untrained network already compares CFOG-like structure, and training adds what that misses.
+    """
 
     def __init__(self, cfg: CSTFConfig) -> None:
         super().__init__()
         c1, c2 = cfg.channels
         self.net = nn.Sequential(_block(1 + cfg.n_orientations, c1), _block(c1, c2, stride=2), _block(c2, c2),
                                  _block(c2, c2, dilation=2), nn.Conv2d(c2, cfg.dim, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=1)
+        ogc = x[:, 1:]
+        ogc = ogc - ogc.mean(dim=1, keepdim=True)
+        fixed = F.avg_pool2d(F.avg_pool2d(ogc, 5, stride=1, padding=2), 2)
+        fixed = F.normalize(fixed, dim=1)
+        return F.normalize(torch.cat([self.net(x), fixed], dim=1), dim=1)
 
 
 class CorrespondenceHead(nn.Module):
@@ -51,10 +64,13 @@ class CorrespondenceHead(nn.Module):
                                   nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True))
         self.score = nn.Conv2d(c, 1, 3, padding=1)
         self.none = nn.Linear(2 * c, 1)
+        self.direct = nn.Parameter(torch.tensor(4.0))  # weight of the summed region similarities (a prior path)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         h = self.body(maps)
-        cand = self.score(h).flatten(1)
+        # the learned score plus the plain sum of the region similarities: from the start the classifier prefers
+        # the candidate all regions agree on, and learns where to depart from that
+        cand = (self.score(h) + self.direct * maps[:, :N_REGIONS].mean(1, keepdim=True)).flatten(1)
         pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
         return torch.cat([cand, self.none(pooled)], dim=1)
 
@@ -79,12 +95,7 @@ class CSTFNet(nn.Module):
         self.encoder0 = Encoder(cfg)  # optical
         self.encoder1 = Encoder(cfg)  # SAR: its own weights (pseudo-siamese), the modalities differ
         self.head = CorrespondenceHead(cfg)
-        self.log_scale = nn.Parameter(torch.tensor(2.3))  # similarity temperature (learned)
-
-    def offsets(self, scale: torch.Tensor) -> torch.Tensor:
-        """``(N, K, 2)`` region offsets for keypoints of ``scale`` ``(N,)``."""
-        rho = (self.cfg.context * scale).clamp(self.cfg.context_min, self.cfg.context_max)
-        return rho[:, None, None] * torch.from_numpy(REGION_DIRECTIONS).to(scale)[None]
+        self.log_scale = nn.Parameter(torch.tensor(2.3))  # similarity scale (learned)
 
     def candidate_offsets(self, radius: int | None = None) -> torch.Tensor:
         """``(S, S, 2)`` candidate displacements from the predicted position (x then y)."""
@@ -93,25 +104,42 @@ class CSTFNet(nn.Module):
         dy, dx = torch.meshgrid(d, d, indexing="ij")
         return torch.stack([dx, dy], dim=-1)
 
+    def _lattice(self, n: int, shift: float) -> torch.Tensor:
+        """``(n, n, 2)`` offsets on the feature grid (``stride`` px apart) centred on ``shift``."""
+        t = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * self.cfg.stride + shift
+        ty, tx = torch.meshgrid(t, t, indexing="ij")
+        return torch.stack([tx, ty], dim=-1)
+
     def correspondence_maps(self, f0: torch.Tensor, f1: torch.Tensor, size0: tuple[int, int], size1: tuple[int, int],
-                            xy0: torch.Tensor, scale0: torch.Tensor, pred1: torch.Tensor, prior: torch.Tensor,
+                            xy0: torch.Tensor, pred1: torch.Tensor, prior: torch.Tensor,
                             radius: int | None = None) -> torch.Tensor:
         """``(N, K + 1, S, S)`` maps for keypoints ``xy0`` ``(N, 2)`` of image 0 with predicted positions ``pred1``
         in image 1 and the SAR-keypoint channel ``prior`` ``(N, S, S)``."""
-        off = self.offsets(scale0)  # (N, K, 2)
-        cand = pred1[:, None, None] + self.candidate_offsets(radius).to(pred1)[None]  # (N, S, S, 2)
-        v0 = _sample(f0, xy0[:, None] + off, size0)  # (D, N, K)
-        pos1 = cand[:, None] + off[:, :, None, None]  # (N, K, S, S, 2)
-        v1 = _sample(f1, pos1, size1)  # (D, N, K, S, S)
-        sim = torch.einsum("dnk,dnkij->nkij", v0, v1) * self.log_scale.exp()
+        r = self.cfg.radius if radius is None else radius
+        t = self.cfg.template // self.cfg.stride  # template side in feature cells
+        s = 2 * r // self.cfg.stride + 1
+        n = len(xy0)
+        tmpl = _sample(f0, xy0[:, None, None] + self._lattice(t, 0.0)[None], size0)  # (D, N, t, t)
+        win = _sample(f1, pred1[:, None, None] + self._lattice(s + t - 1, 0.0)[None], size1)  # (D, N, L, L)
+        d = tmpl.shape[0]
+        win = win.permute(1, 0, 2, 3).reshape(1, n * d, s + t - 1, s + t - 1)
+        tmpl = tmpl.permute(1, 0, 2, 3)
+        h = t // 2
+        maps = []
+        for by in (0, 1):
+            for bx in (0, 1):
+                wt = tmpl[:, :, by * h:(by + 1) * h, bx * h:(bx + 1) * h].reshape(n, d, h, h)
+                part = win[:, :, by * h:by * h + s + h - 1, bx * h:bx * h + s + h - 1]
+                maps.append(F.conv2d(part, wt, groups=n)[0])  # (N, S, S)
+        sim = torch.stack(maps, dim=1) * (self.log_scale.exp() / (h * h))
         return torch.cat([sim, prior[:, None]], dim=1)
 
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor, xy0: torch.Tensor, scale0: torch.Tensor,
-                pred1: torch.Tensor, prior: torch.Tensor, radius: int | None = None) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor, xy0: torch.Tensor, pred1: torch.Tensor,
+                prior: torch.Tensor, radius: int | None = None) -> torch.Tensor:
         """Logits ``(N, S * S + 1)`` for one image pair (``x0``, ``x1``: ``(1, C, H, W)`` encoder inputs)."""
         f0, f1 = self.encoder0(x0), self.encoder1(x1)
-        maps = self.correspondence_maps(f0, f1, tuple(x0.shape[-2:]), tuple(x1.shape[-2:]), xy0, scale0, pred1,
-                                        prior, radius)
+        maps = self.correspondence_maps(f0, f1, tuple(x0.shape[-2:]), tuple(x1.shape[-2:]), xy0, pred1, prior,
+                                        radius)
         return self.head(maps)
 
 
@@ -147,15 +175,20 @@ def keypoint_prior(cand_xy: np.ndarray, scale0: np.ndarray, kp1_xy: np.ndarray, 
     return out
 
 
-def decode(logits: torch.Tensor, cells: int, stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Winning candidate displacement ``(N, 2)`` (sub-cell: the probability-weighted mean of its 3x3 cells), its
-    probability mass ``(N,)`` over those cells, and whether the winner is a candidate (not "no match")."""
+def decode(logits: torch.Tensor, cells: int, stride: int, none_max: float = 0.5
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The winning candidate's displacement ``(N, 2)`` (sub-cell: the probability-weighted mean of its 3x3 cells),
+    the candidates' probability mass on those cells ``(N,)`` (renormalised over the candidates), and whether the
+    keypoint is matched at all: the "no match" class has probability below ``none_max``.
+
+    The winner is taken among the candidates, not over all classes: the candidates' probability is spread over
+    neighbouring cells, so a single cell rarely outweighs "no match" even when the candidates as a whole do.
+    """
     prob = logits.softmax(dim=1)
-    best = prob.argmax(dim=1)
-    is_match = best < cells * cells
-    grid = prob[:, :-1].reshape(-1, cells, cells)
-    iy, ix = torch.div(best.clamp(max=cells * cells - 1), cells, rounding_mode="floor"), best.clamp(
-        max=cells * cells - 1) % cells
+    p_none = prob[:, -1]
+    grid = (prob[:, :-1] / (1 - p_none).clamp(min=1e-12)[:, None]).reshape(-1, cells, cells)
+    best = grid.flatten(1).argmax(dim=1)
+    iy, ix = torch.div(best, cells, rounding_mode="floor"), best % cells
     padded = F.pad(grid, (1, 1, 1, 1))
     n = torch.arange(len(best))
     win = torch.stack([padded[n, iy + dy, ix + dx] for dy in range(3) for dx in range(3)], 1).reshape(-1, 3, 3)
@@ -165,7 +198,7 @@ def decode(logits: torch.Tensor, cells: int, stride: int) -> tuple[torch.Tensor,
     sub_y = (win.sum(2) * d).sum(1) / mass.clamp(min=1e-9)
     r = (cells - 1) // 2
     disp = torch.stack([(ix.float() + sub_x - r) * stride, (iy.float() + sub_y - r) * stride], 1)
-    return disp, mass, is_match
+    return disp, mass, p_none < none_max
 
 
 __all__ = ["CSTFNet", "decode", "encoder_input", "keypoint_prior"]
