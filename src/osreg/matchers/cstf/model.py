@@ -88,6 +88,18 @@ def _sample(feat: torch.Tensor, xy: torch.Tensor, size: tuple[int, int]) -> torc
     return out.reshape(feat.shape[1], *xy.shape[:-1])
 
 
+def _correlate(window: torch.Tensor, template: torch.Tensor, s: int) -> torch.Tensor:
+    """Per keypoint, the correlation of its ``(D, h, h)`` template with every ``h x h`` place of its
+    ``(D, s + h - 1, s + h - 1)`` window, summed over the channels: ``(N, s, s)``. Computed with FFTs (the template
+    zero-padded to the window: no wrap-around for the ``s x s`` valid places), far faster on a CPU than a
+    convolution with one group per keypoint."""
+    size = window.shape[-2:]
+    fw = torch.fft.rfft2(window)
+    ft = torch.fft.rfft2(template, s=size)
+    corr = torch.fft.irfft2((fw * ft.conj()).sum(1), s=size)
+    return corr[:, :s, :s]
+
+
 class CSTFNet(nn.Module):
     def __init__(self, cfg: CSTFConfig) -> None:
         super().__init__()
@@ -122,15 +134,16 @@ class CSTFNet(nn.Module):
         tmpl = _sample(f0, xy0[:, None, None] + self._lattice(t, 0.0)[None], size0)  # (D, N, t, t)
         win = _sample(f1, pred1[:, None, None] + self._lattice(s + t - 1, 0.0)[None], size1)  # (D, N, L, L)
         d = tmpl.shape[0]
-        win = win.permute(1, 0, 2, 3).reshape(1, n * d, s + t - 1, s + t - 1)
+        win = win.permute(1, 0, 2, 3)
         tmpl = tmpl.permute(1, 0, 2, 3)
         h = t // 2
+        win = win.reshape(n, d, s + t - 1, s + t - 1)
         maps = []
         for by in (0, 1):
             for bx in (0, 1):
-                wt = tmpl[:, :, by * h:(by + 1) * h, bx * h:(bx + 1) * h].reshape(n, d, h, h)
+                wt = tmpl[:, :, by * h:(by + 1) * h, bx * h:(bx + 1) * h]
                 part = win[:, :, by * h:by * h + s + h - 1, bx * h:bx * h + s + h - 1]
-                maps.append(F.conv2d(part, wt, groups=n)[0])  # (N, S, S)
+                maps.append(_correlate(part, wt, s))  # (N, S, S)
         sim = torch.stack(maps, dim=1) * (self.log_scale.exp() / (h * h))
         return torch.cat([sim, prior[:, None]], dim=1)
 
