@@ -151,7 +151,7 @@ def test_bad_input_exit_2_with_message(tmp_path, case):
     elif case == "method":
         extra = ["--method", "magic"]
         expect = ("Error: unknown method 'magic'; available methods: sift, aliked, disk, xfeat, cfog, rift, tar, "
-                  "promptmid")
+                  "promptmid, cstf")
     else:
         opt = write_tif(tmp_path / "ms.tif", (textured((64, 64)) * 1000).astype(np.uint16)[None].repeat(5, 0))
         expect = (f"Error: optical image {opt} has 5 bands; method 'cfog' takes one band, made from 1 band or 3 (RGB) "

@@ -105,15 +105,6 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                defaults_note="search stops at a hypothesis with 80 coarse inliers making up half its matches (no wrong "
                              "hypothesis had more than 69 on 40 volkov training cases, scripts/calibrate_search.py); "
                              "template refinement on (volkov training pairs: SR@3 40 -> 70 % aligned, docs/tar.md)"),
-    MethodInfo("cstf", "osreg.matchers.cstf.matcher:CSTFMatcher", "osreg.matchers.cstf.config:CSTFConfig",
-               "CSTF: scale-invariant keypoints in both images, correspondence maps over five regions around each "
-               "optical keypoint, matching as classification (softmax over candidates and 'no match', fully "
-               "convolutional head; trained here, weights in the package).",
-               "torch; the weights ship in the package",
-               option_names=("max_keypoints", "min_confidence", "max_side", "radius"),
-               extra_options=_WEIGHTS, search="auto",
-               shipped_config="matchers/cstf/weights/cstf.json",
-               defaults_note="the global search when the pair has no usable georeference (as CFOG), none with one"),
     MethodInfo("promptmid", "osreg.matchers.promptmid.matcher:PromptMIDMatcher",
                "osreg.matchers.promptmid.config:PromptMIDConfig",
                "PromptMID: frozen ALIKED/DISK/XFeat descriptors fused by a trained aggregator guided by land-use "
@@ -126,6 +117,15 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                search="grid",
                shipped_config="matchers/promptmid/weights/promptmid.json",
                defaults_note="exhaustive search (no early stop calibrated for PromptMID)"),
+    MethodInfo("cstf", "osreg.matchers.cstf.matcher:CSTFMatcher", "osreg.matchers.cstf.config:CSTFConfig",
+               "CSTF: scale-invariant keypoints in both images, correspondence maps over five regions around each "
+               "optical keypoint, matching as classification (softmax over candidates and 'no match', fully "
+               "convolutional head; trained here, weights in the package).",
+               "torch; the weights ship in the package",
+               option_names=("max_keypoints", "min_confidence", "max_side", "radius"),
+               extra_options=_WEIGHTS, search="auto",
+               shipped_config="matchers/cstf/weights/cstf.json",
+               defaults_note="the global search when the pair has no usable georeference (as CFOG), none with one"),
 )}
 
 BASELINES = ("sift", "aliked", "disk", "xfeat", "cfog", "rift")
