@@ -93,7 +93,7 @@ def test_too_small_message():
 
 def test_unknown_method_message():
     with pytest.raises(UnknownMethodError, match=r"^unknown method 'loftr'; available methods: sift, aliked, disk, "
-                                                 r"xfeat, cfog, rift, tar, promptmid$"):
+                                                 r"xfeat, cfog, rift, tar, promptmid, cstf$"):
         create_matcher("loftr")
 
 

@@ -82,7 +82,7 @@ def test_every_method_lists_its_options_with_types_and_defaults():
     assert opts["sar_prior"].type_name == "str" and opts["weights"].type_name == "str or none"
     res = run("methods")
     assert res.exit_code == 0
-    for name in ("sift", "aliked", "disk", "xfeat", "cfog", "rift", "tar", "promptmid"):
+    for name in ("sift", "aliked", "disk", "xfeat", "cfog", "rift", "tar", "promptmid", "cstf"):
         assert f"\n{name}: " in "\n" + res.stdout
     assert "needs: nothing beyond osreg's core (no torch)" in res.stdout
     assert "search_radius (int) = 24" in res.stdout and "stages: search grid, template_refine on" in res.stdout
