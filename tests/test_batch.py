@@ -100,9 +100,10 @@ def test_batch_command_on_a_local_cluster(tmp_path):
 
 
 def test_scene_windows_on_the_cluster_equal_a_run_here(tmp_path, client):
+    from test_scene import demo_tiles
+
     from osreg.eval.scene_case import SceneCase, write_scene_case
     from osreg.scene.register import register_scene
-    from test_scene import demo_tiles
 
     files = write_scene_case(demo_tiles(), SceneCase.draw(1536, 30.0, 4.0, seed=5), tmp_path / "case")
     scene = SceneConfig(spacing=384, chunk=4)

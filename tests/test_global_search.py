@@ -70,12 +70,44 @@ def test_the_pair_as_given_is_kept_when_the_matcher_trusts_it():
     plain = CFOGMatcher().match(opt, sar, None, mask)
     res = GlobalSearchStage(CFOGMatcher()).match(opt, sar, None, mask)
     assert res.info["search"] == {"kind": "global", "chosen": "as given", "hypotheses_verified": 0,
-                                  "confirmed": True, "accept_inliers": 40}
+                                  "confirmed": True, "accept_inliers": 40, "verifier": "self"}
     np.testing.assert_array_equal(res.keypoints0, plain.keypoints0)
     np.testing.assert_array_equal(res.keypoints1, plain.keypoints1)
 
 
+class CountingCFOG(CFOGMatcher):
+    """CFOG that counts its passes and marks its matches as its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes = 0
+
+    def match_working(self, image0, image1, mask0, mask1):
+        self.passes += 1
+        res = super().match_working(image0, image1, mask0, mask1)
+        return type(res)(res.keypoints0, res.keypoints1, res.confidence, {**res.info, "counted": True})
+
+
+def test_a_cfog_verifier_leaves_one_pass_to_the_wrapped_matcher():
+    """verifier=cfog: CFOG verifies the hypotheses; the wrapped matcher runs once, on the chosen rectification, and
+    its matches are the answer (same 3 px bound as with the wrapped matcher verifying)."""
+    opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
+    inner = CountingCFOG()
+    res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog")).match(opt, sar, None, mask)
+    info = res.info["search"]
+    assert inner.passes == 1 and res.info["counted"] is True
+    assert info["verifier"] == "cfog" and info["chosen"] == 0 and info["confirmed"] is True
+    assert fit_error(res, D) < 3.0
+    # without the verifier the wrapped matcher verifies every hypothesis itself: the pair as given, the chosen
+    # one, its refinement pass
+    inner = CountingCFOG()
+    GlobalSearchStage(inner).match(opt, sar, None, mask)
+    assert inner.passes >= 3
+
+
 def test_global_search_config_is_checked():
+    with pytest.raises(InputError, match=r"^global verifier must be one of self, cfog, got 'tar'$"):
+        GlobalSearchConfig(verifier="tar")
     with pytest.raises(InputError, match=r"^global scales need 0 < min_scale <= max_scale, got 2.0 and 0.5$"):
         GlobalSearchConfig(min_scale=2.0, max_scale=0.5)
     with pytest.raises(InputError, match=r"^global rotation_step must be in \(0, 180\] degrees, got 0$"):

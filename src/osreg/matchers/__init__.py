@@ -47,6 +47,7 @@ class MethodInfo:
         extra_options: options that are not config fields, as ``(name, type, default)`` (e.g. ``weights``).
         search: the kind of search it gets by default ("off", "global", "grid" or "auto").
         grid: its settings of the grid search (None: :class:`SearchConfig`'s defaults).
+        global_search: its settings of the global search (None: :class:`GlobalSearchConfig`'s defaults).
         template_refine: the template refinement it gets by default (None: off).
         defaults_note: why the stage defaults are what they are.
         shipped_config: package path of the JSON description of the shipped weights, whose ``model_config`` gives
@@ -62,6 +63,7 @@ class MethodInfo:
     extra_options: tuple[tuple[str, Any, Any], ...] = ()
     search: str = "off"
     grid: SearchConfig | None = None
+    global_search: GlobalSearchConfig | None = None
     template_refine: TemplateRefineConfig | None = None
     defaults_note: str = ""
     shipped_config: str = ""
@@ -190,7 +192,7 @@ def method_options(name: str) -> list[OptionSpec]:
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             own.append(OptionSpec(f.name, hints[f.name], shipped.get(f.name, default), "matcher"))
     grid = info.grid or SearchConfig()
-    glob = GlobalSearchConfig()
+    glob = info.global_search or GlobalSearchConfig()
     refine = info.template_refine or TemplateRefineConfig()
     shints = typing.get_type_hints(SearchConfig)
     ghints = typing.get_type_hints(GlobalSearchConfig)
@@ -382,7 +384,7 @@ def method_setup(name: str, options: dict[str, Any] | None = None) -> MethodSetu
         raise MethodOptionError(f"template refinement options {sorted(refine_opts)} were given with "
                                 "template_refine=false")
     grid = replace(info.grid or SearchConfig(), **grid_opts)
-    glob = replace(GlobalSearchConfig(), **global_opts)
+    glob = replace(info.global_search or GlobalSearchConfig(), **global_opts)
     refine = info.template_refine
     if switches.get("template_refine", refine is not None or bool(refine_opts)):
         refine = replace(refine or TemplateRefineConfig(), **refine_opts)

@@ -43,6 +43,7 @@ from osreg.verdict import judge
 
 logger = logging.getLogger(__name__)
 
+VERIFIERS = ("self", "cfog")
 ERODE = np.ones((5, 5), np.uint8)  # channel borders next to no-data are artificial edges
 
 
@@ -65,6 +66,9 @@ class GlobalSearchConfig(DictConfig):
             optical image's longer side, px; 0: no rescoring), each within a few pixels of its own translation, and
             re-ranked by that score before the ``candidates`` best are kept.
         rescore_candidates: how many coarse hypotheses are rescored.
+        verifier: the matcher that verifies the hypotheses: ``self`` (the wrapped matcher) or ``cfog`` (CFOG
+            templates: fast and modality-robust; the wrapped matcher then runs once, on the pair rectified by the
+            chosen hypothesis's CFOG fit, and its matches are the answer).
     """
 
     coarse_side: int = 64
@@ -79,6 +83,7 @@ class GlobalSearchConfig(DictConfig):
     refine_passes: int = 1
     rescore_side: int = 128
     rescore_candidates: int = 30
+    verifier: str = "self"
 
     def __post_init__(self) -> None:
         if self.coarse_side < 32:
@@ -92,6 +97,8 @@ class GlobalSearchConfig(DictConfig):
             raise InputError("global scales_per_octave and candidates must be >= 1, channels >= 3 and refine_passes "
                              f">= 0, got {self.scales_per_octave}, {self.candidates}, {self.channels} and "
                              f"{self.refine_passes}")
+        if self.verifier not in VERIFIERS:
+            raise InputError(f"global verifier must be one of {', '.join(VERIFIERS)}, got {self.verifier!r}")
         if not 0 < self.min_overlap <= 1:
             raise InputError(f"global min_overlap must be in (0, 1], got {self.min_overlap}")
 
@@ -308,10 +315,17 @@ class GlobalSearchStage(Stage):
 
     def __init__(self, inner: Matcher, config: GlobalSearchConfig | None = None) -> None:
         super().__init__(inner, config if config is not None else GlobalSearchConfig())
+        if self.config.verifier == "cfog":
+            from osreg.matchers.cfog import CFOGMatcher
 
-    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray | None) -> tuple | None:
-        """Run the wrapped matcher on the SAR rectified by W (optical px -> SAR px; None: the pair as given, not
-        warped at all; a pure integer shift moves the SAR without resampling it).
+            self._verifier: Matcher = CFOGMatcher()
+        else:
+            self._verifier = inner
+
+    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray | None, matcher: Matcher | None = None
+                ) -> tuple | None:
+        """Run the verifier (or ``matcher``) on the SAR rectified by W (optical px -> SAR px; None: the pair as
+        given, not warped at all; a pure integer shift moves the SAR without resampling it).
 
         Returns:
             (rank key, matches with keypoints1 in rectified px, their homography, the transform used: rectified px
@@ -328,25 +342,23 @@ class GlobalSearchStage(Stage):
             r, rm = rectify(image1, mask1, W, image0.shape)
         if rm.sum() < 0.05 * rm.size:
             return None
-        res = self.inner.match_working(image0, r.astype(np.float32, copy=False), mask0, rm)
+        res = (matcher or self._verifier).match_working(image0, r.astype(np.float32, copy=False), mask0, rm)
         est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
         if est.H is None:
             return None
         verdict = judge(est, res.keypoints0, mask0, images=(image0, r, rm))
         return (verdict.good, est.n_inliers), res, est.H, W
 
-    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
-        mask0 = np.ones(image0.shape, bool) if mask0 is None else mask0
-        mask1 = np.ones(image1.shape, bool) if mask1 is None else mask1
-        info: dict = {"kind": "global", "accept_inliers": self.config.accept_inliers}
-        # the pair as given first: images of one place are often nearly aligned already, and then the wrapped
-        # matcher's own result is kept as it is (no resampling, no search)
+    def _choose(self, image0, mask0, image1, mask1, info: dict) -> tuple[tuple | None, int | str | None]:
+        """The verified candidate the search chooses (None when none can be fitted) and its rank ("as given": the
+        pair as given)."""
+        # the pair as given first: images of one place are often nearly aligned already, and then the matcher's
+        # own result is kept as it is (no resampling, no search)
         best = self._verify(image0, mask0, image1, mask1, None)
         chosen: int | str | None = "as given" if best is not None else None
         if best is not None and best[0][0] and best[0][1] >= self.config.accept_inliers:
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
-            return MatchResult(best[1].keypoints0, best[1].keypoints1, best[1].confidence,
-                               {**best[1].info, "search": info})
+            return best, chosen
         hyps = search_hypotheses(image0, mask0, image1, mask1, self.config)
         info["candidates"] = [{"rotation": round(h.rotation, 2), "scale": round(h.scale, 4),
                                "score": round(h.score, 4)} for h in hyps]
@@ -364,7 +376,7 @@ class GlobalSearchStage(Stage):
                 break
         info["chosen"] = chosen
         if best is None:
-            return MatchResult.empty(search=info)
+            return None, None
         key, res, F, W = best
         # a searched hypothesis is confirmed only by a trusted fit with accept_inliers inliers (the verdict refuses
         # the others: trying many hypotheses makes a weak wrong one likelier to pass); the pair as given needs trust
@@ -376,5 +388,22 @@ class GlobalSearchStage(Stage):
                     break
                 key, res, F, W = out
                 info["refine_passes"] = info.get("refine_passes", 0) + 1
+        return (key, res, F, W), chosen
+
+    def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
+        mask0 = np.ones(image0.shape, bool) if mask0 is None else mask0
+        mask1 = np.ones(image1.shape, bool) if mask1 is None else mask1
+        info: dict = {"kind": "global", "accept_inliers": self.config.accept_inliers,
+                      "verifier": self.config.verifier}
+        best, chosen = self._choose(image0, mask0, image1, mask1, info)
+        if best is not None and self._verifier is not self.inner:
+            # the wrapped matcher's own pass on the chosen rectification (refined by the verifier's fit) is the
+            # answer; it is confirmed only if the verifier confirmed the choice and the verdict trusts this pass
+            key, res, F, W = best
+            best = self._verify(image0, mask0, image1, mask1, None if chosen == "as given" else W @ F, self.inner)
+            info["confirmed"] = bool(info.get("confirmed") and best is not None and best[0][0])
+        if best is None:
+            return MatchResult.empty(search=info)
+        key, res, F, W = best
         k1 = apply_transform(W, res.keypoints1) if len(res) else res.keypoints1
         return MatchResult(res.keypoints0, k1, res.confidence, {**res.info, "search": info})
