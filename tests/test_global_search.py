@@ -88,14 +88,15 @@ class CountingCFOG(CFOGMatcher):
         return type(res)(res.keypoints0, res.keypoints1, res.confidence, {**res.info, "counted": True})
 
 
-def test_a_cfog_verifier_leaves_one_pass_to_the_wrapped_matcher():
-    """verifier=cfog: CFOG verifies the hypotheses; the wrapped matcher runs once, on the chosen rectification, and
-    its matches are the answer (same 3 px bound as with the wrapped matcher verifying)."""
+def test_a_cfog_verifier_leaves_two_passes_to_the_wrapped_matcher():
+    """verifier=cfog: the wrapped matcher tries the pair as given, CFOG verifies the hypotheses, and the wrapped
+    matcher's pass on the chosen rectification is the answer (same 3 px bound as with the wrapped matcher verifying);
+    an aligned pair the wrapped matcher trusts takes it one pass."""
     opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
     inner = CountingCFOG()
     res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog")).match(opt, sar, None, mask)
     info = res.info["search"]
-    assert inner.passes == 1 and res.info["counted"] is True
+    assert inner.passes == 2 and res.info["counted"] is True
     assert info["verifier"] == "cfog" and info["chosen"] == 0 and info["confirmed"] is True
     assert fit_error(res, D) < 3.0
     # without the verifier the wrapped matcher verifies every hypothesis itself: the pair as given, the chosen
@@ -103,6 +104,10 @@ def test_a_cfog_verifier_leaves_one_pass_to_the_wrapped_matcher():
     inner = CountingCFOG()
     GlobalSearchStage(inner).match(opt, sar, None, mask)
     assert inner.passes >= 3
+    opt, sar, mask, D = demo_rotated_case(0.0, 1.0)
+    inner = CountingCFOG()
+    res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog")).match(opt, sar, None, mask)
+    assert inner.passes == 1 and res.info["search"]["chosen"] == "as given" and fit_error(res, D) < 3.0
 
 
 def test_global_search_config_is_checked():

@@ -38,6 +38,10 @@ def test_options_are_typed_and_routed_to_the_matcher_or_a_stage():
     s = method_setup("sift", {"search": "true", "global_candidates": "4"})
     assert s.search == "global" and s.global_search == GlobalSearchConfig(candidates=4)
     assert isinstance(build_matcher(s), GlobalSearchStage)
+    # a method's own global search defaults (CSTF: verified by CFOG), overridable like any option
+    assert method_setup("cstf").global_search == GlobalSearchConfig(verifier="cfog")
+    assert method_setup("cstf", {"global_verifier": "self", "global_candidates": "4"}).global_search == \
+        GlobalSearchConfig(candidates=4)
     assert method_setup("tar", {"search": False, "template_refine": False}).search == "off"
     # auto (CFOG's default): the global search without a usable georeference, none with one
     auto = method_setup("cfog")

@@ -125,9 +125,12 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                "convolutional head; trained here, weights in the package).",
                "torch; the weights ship in the package",
                option_names=("max_keypoints", "min_confidence", "max_side", "radius"),
-               extra_options=_WEIGHTS, search="auto",
+               extra_options=_WEIGHTS, search="auto", global_search=GlobalSearchConfig(verifier="cfog"),
                shipped_config="matchers/cstf/weights/cstf.json",
-               defaults_note="the global search when the pair has no usable georeference (as CFOG), none with one"),
+               defaults_note="the global search when the pair has no usable georeference (as CFOG), none with one; "
+                             "its hypotheses verified by CFOG, CSTF matching the pair as given and the chosen "
+                             "rectification (33 held-out pairs, SR@5 against CSTF verifying: aligned 45.5 vs 48.5 %, "
+                             "paper deformation 33.3 vs 27.3 %, 3-4.5x faster; docs/cstf.md)"),
 )}
 
 BASELINES = ("sift", "aliked", "disk", "xfeat", "cfog", "rift")

@@ -390,18 +390,37 @@ class GlobalSearchStage(Stage):
                 info["refine_passes"] = info.get("refine_passes", 0) + 1
         return (key, res, F, W), chosen
 
+    def _with_verifier(self, image0, mask0, image1, mask1, info: dict) -> tuple | None:
+        """The search with another verifier: the wrapped matcher's own pass on the pair as given first (kept when it
+        is trusted with ``accept_inliers`` inliers, as without a verifier); otherwise the verifier chooses, and the
+        wrapped matcher's pass on the chosen rectification (refined by the verifier's fit) is the answer, unless its
+        pass on the pair as given ranks higher. A searched result is confirmed only if the verifier confirmed the
+        choice and the verdict trusts the wrapped matcher's pass."""
+        own = self._verify(image0, mask0, image1, mask1, None, self.inner)
+        if own is not None and own[0][0] and own[0][1] >= self.config.accept_inliers:
+            info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
+            return own
+        best, chosen = self._choose(image0, mask0, image1, mask1, info)
+        if best is not None and chosen != "as given":
+            key, res, F, W = best
+            best = self._verify(image0, mask0, image1, mask1, W @ F, self.inner)
+            info["confirmed"] = bool(info.get("confirmed") and best is not None and best[0][0])
+        else:
+            best = None
+        if own is not None and (best is None or own[0] > best[0]):
+            info.update(chosen="as given", confirmed=bool(own[0][0]))
+            return own
+        return best
+
     def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         mask0 = np.ones(image0.shape, bool) if mask0 is None else mask0
         mask1 = np.ones(image1.shape, bool) if mask1 is None else mask1
         info: dict = {"kind": "global", "accept_inliers": self.config.accept_inliers,
                       "verifier": self.config.verifier}
-        best, chosen = self._choose(image0, mask0, image1, mask1, info)
-        if best is not None and self._verifier is not self.inner:
-            # the wrapped matcher's own pass on the chosen rectification (refined by the verifier's fit) is the
-            # answer; it is confirmed only if the verifier confirmed the choice and the verdict trusts this pass
-            key, res, F, W = best
-            best = self._verify(image0, mask0, image1, mask1, None if chosen == "as given" else W @ F, self.inner)
-            info["confirmed"] = bool(info.get("confirmed") and best is not None and best[0][0])
+        if self._verifier is self.inner:
+            best, chosen = self._choose(image0, mask0, image1, mask1, info)
+        else:
+            best = self._with_verifier(image0, mask0, image1, mask1, info)
         if best is None:
             return MatchResult.empty(search=info)
         key, res, F, W = best
