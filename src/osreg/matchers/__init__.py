@@ -121,8 +121,8 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                defaults_note="exhaustive search (no early stop calibrated for PromptMID)"),
     MethodInfo("cstf", "osreg.matchers.cstf.matcher:CSTFMatcher", "osreg.matchers.cstf.config:CSTFConfig",
                "CSTF: scale-invariant keypoints in both images, correspondence maps of four regions around each "
-               "optical keypoint and of the nearby SAR keypoints, matching as classification (softmax over candidates and 'no match', fully "
-               "convolutional head; trained here, weights in the package).",
+               "optical keypoint and of the nearby SAR keypoints, matching as classification (softmax over "
+               "candidates and 'no match', fully convolutional head; trained here, weights in the package).",
                "torch; the weights ship in the package",
                option_names=("max_keypoints", "min_confidence", "max_side", "radius"),
                extra_options=_WEIGHTS, search="auto", global_search=GlobalSearchConfig(verifier="cfog"),
