@@ -47,11 +47,14 @@ class Encoder(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # channels-last for inference: the CPU convolutions run about 1/3 faster (same output); training keeps the
+        # default layout (its backward pass in channels-last aborts on some CPUs with torch 2.13, as for TAR)
+        learned = self.net(x.contiguous(memory_format=torch.channels_last) if not torch.is_grad_enabled() else x)
         ogc = x[:, 1:]
         ogc = ogc - ogc.mean(dim=1, keepdim=True)
         fixed = F.avg_pool2d(F.avg_pool2d(ogc, 5, stride=1, padding=2), 2)
         fixed = F.normalize(fixed, dim=1)
-        return F.normalize(torch.cat([self.net(x), fixed], dim=1), dim=1)
+        return F.normalize(torch.cat([learned.contiguous(), fixed], dim=1), dim=1)
 
 
 class CorrespondenceHead(nn.Module):
