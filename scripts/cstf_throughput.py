@@ -4,7 +4,7 @@ of the search on deformed pairs is in the benchmark's s/pair.
 
 Pairs: the centre 512 px crops of the volkov_s1s2_10m validation pairs (as the benchmark reads them).
 
-    python scripts/cstf_throughput.py --data ../shared/data --threads 2
+    python scripts/cstf_throughput.py --data ../shared/data --threads 2 [--options max_keypoints=256]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--data", default=os.environ.get("OSREG_DATA", "../shared/data"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method", default="cstf")
+    ap.add_argument("--options", default="", help="more method options, key=value,... (e.g. max_keypoints=256)")
     args = ap.parse_args()
     set_threads(args.threads)
     d = os.path.join(args.data, "volkov_s1s2_10m")
@@ -41,8 +42,10 @@ def main() -> None:
     result = {"pairs": len(pairs), "threads": args.threads}
     variants = {"search_off": {"search": "off"}, "search_global": {"search": "global"},
                 "search_global_cfog_verifier": {"search": "global", "global_verifier": "cfog"}}
+    extra = dict(item.split("=", 1) for item in args.options.split(",") if item)
+    result["options"] = extra
     for label, options in variants.items():
-        m = build_matcher(method_setup(args.method, options), georeferenced=False)
+        m = build_matcher(method_setup(args.method, {**extra, **options}), georeferenced=False)
         m.match(*pairs[0])  # warm-up (weights, allocations)
         t = time.perf_counter()
         n = [len(m.match(a, b)) for a, b in pairs]
