@@ -13,10 +13,8 @@ from conftest import DEMO_OPTICAL, DEMO_SAR, demo_rotated_case, grid_error, writ
 
 from osreg.errors import InputError
 from osreg.geometry import GeometryConfig, estimate_transform
-from osreg.matchers import global_search
 from osreg.matchers.cfog import CFOGMatcher
-from osreg.matchers.global_search import GlobalSearchConfig, GlobalSearchStage, Hypothesis, search_hypotheses
-from osreg.types import MatchResult
+from osreg.matchers.global_search import GlobalSearchConfig, GlobalSearchStage, search_hypotheses
 
 
 def fit_error(res, D):
@@ -64,25 +62,6 @@ def test_an_unconfirmed_search_result_is_not_trusted():
     v = fit_and_judge(opt, sar, None, mask, weak).verdict
     assert not v.good and v.reasons == ("the rotation/scale search confirmed none of its 10 hypotheses with 40 "
                                         "inliers; the best of them is not trusted",)
-
-
-@pytest.mark.parametrize("refined_inliers,confirmed", [(54, True), (30, False)])
-def test_a_hypothesis_is_confirmed_by_its_refined_pass(monkeypatch, refined_inliers, confirmed):
-    """A right hypothesis a rotation or scale step away has few inliers at first (measured: volkov 075 under the
-    paper deformation, 26 inliers, then 54 once rectified by its own fit): the refined pass is judged by the same
-    rule (trusted, accept_inliers inliers), and a refined pass below it is not confirmed."""
-    hyps = [Hypothesis(np.eye(3), 35.0, 1.19, 0.16), Hypothesis(np.eye(3), 15.0, 1.19, 0.09)]
-    monkeypatch.setattr(global_search, "search_hypotheses", lambda *a, **k: hyps)
-    empty = MatchResult.empty()
-    script = iter([None, ((True, 26), empty, np.eye(3), np.eye(3)), None,
-                   ((True, refined_inliers), empty, np.eye(3), np.eye(3))])
-    stage = GlobalSearchStage(CFOGMatcher())
-    monkeypatch.setattr(stage, "_verify", lambda *a, **k: next(script))
-    info: dict = {}
-    best, chosen = stage._choose(np.zeros((8, 8)), np.ones((8, 8), bool), np.zeros((8, 8)), np.ones((8, 8), bool),
-                                 info)
-    assert chosen == 0 and info["hypotheses_verified"] == 2 and info["refine_passes"] == 1
-    assert best[0] == (True, refined_inliers) and info["confirmed"] is confirmed
 
 
 def test_the_pair_as_given_is_kept_when_the_matcher_trusts_it():

@@ -388,9 +388,6 @@ class GlobalSearchStage(Stage):
                     break
                 key, res, F, W = out
                 info["refine_passes"] = info.get("refine_passes", 0) + 1
-            # the refined pass is judged by the same rule: a hypothesis 20-40 px off at full resolution (a rotation or
-            # scale step away) often has too few inliers at first and enough once rectified by its own fit
-            info["confirmed"] = bool(key[0] and key[1] >= self.config.accept_inliers)
         return (key, res, F, W), chosen
 
     def _with_verifier(self, image0, mask0, image1, mask1, info: dict) -> tuple | None:
