@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,17 +112,30 @@ def read_raster(path: str | os.PathLike, role: str = "image", bands: Sequence[in
         NodataError: no pixel is valid.
     """
     p = Path(path)
+    with open_dataset(p, role) as ds:
+        return _read_open_dataset(ds, p, role, bands)
+
+
+@contextlib.contextmanager
+def open_dataset(path: str | os.PathLike, role: str) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster for reading with osreg's errors (missing file, folder, unreadable format) and without GDAL's
+    not-georeferenced warning.
+
+    Raises:
+        RasterReadError: the file is missing or unreadable.
+    """
+    p = Path(path)
     if not p.exists():
         raise RasterReadError(f"{role} image not found: {p}")
     if p.is_dir():
         raise RasterReadError(f"{role} image path is a folder, expected a raster file: {p}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
             with rasterio.open(p) as ds:
-                return _read_open_dataset(ds, p, role, bands)
-    except RasterioIOError as exc:
-        raise RasterReadError(f"cannot read {role} image {p} as a raster (GeoTIFF, PNG or JPEG): {exc}") from exc
+                yield ds
+        except RasterioIOError as exc:  # opening or reading
+            raise RasterReadError(f"cannot read {role} image {p} as a raster (GeoTIFF, PNG or JPEG): {exc}") from exc
 
 
 def alpha_bands(ds) -> list[int]:
@@ -147,7 +161,12 @@ def valid_mask(data: np.ndarray, nodata: float | None, alphas: Sequence[np.ndarr
     return valid
 
 
-def _read_open_dataset(ds, p: Path, role: str, bands: Sequence[int] | None) -> Raster:
+def select_bands(ds, p: Path, role: str, bands: Sequence[int] | None) -> tuple[list[int], list[int], str]:
+    """The data bands to read (all but the alpha bands when ``bands`` is None), the alpha bands, and their dtype.
+
+    Raises:
+        InputError: a band index out of range, or a data type osreg does not support.
+    """
     alpha_idx = alpha_bands(ds)
     data_bands = [b for b in range(1, ds.count + 1) if b not in alpha_idx]
     if bands:
@@ -160,6 +179,11 @@ def _read_open_dataset(ds, p: Path, role: str, bands: Sequence[int] | None) -> R
     dtype = ds.dtypes[data_bands[0] - 1]
     if dtype not in SUPPORTED_DTYPES:
         raise InputError(f"{role} image {p} has data type {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}")
+    return data_bands, alpha_idx, dtype
+
+
+def _read_open_dataset(ds, p: Path, role: str, bands: Sequence[int] | None) -> Raster:
+    data_bands, alpha_idx, dtype = select_bands(ds, p, role, bands)
     data = ds.read(data_bands)
     nodata = ds.nodata
     valid = valid_mask(data, nodata, [ds.read(a) for a in alpha_idx])

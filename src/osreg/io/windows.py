@@ -20,11 +20,10 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from osreg.errors import InputError, RasterReadError
-from osreg.io.raster import SUPPORTED_DTYPES, Raster, _is_georeferenced, alpha_bands, valid_mask
+from osreg.io.raster import Raster, _is_georeferenced, open_dataset, select_bands, valid_mask
 
 
 @dataclass(frozen=True)
@@ -64,32 +63,12 @@ class RasterSource:
             InputError: band index out of range, unsupported data type.
         """
         p = Path(path)
-        if not p.exists():
-            raise RasterReadError(f"{role} image not found: {p}")
-        if p.is_dir():
-            raise RasterReadError(f"{role} image path is a folder, expected a raster file: {p}")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(p) as ds:
-                    alphas = alpha_bands(ds)
-                    data_bands = [b for b in range(1, ds.count + 1) if b not in alphas]
-                    if bands:
-                        bad = [b for b in bands if b < 1 or b > ds.count]
-                        if bad:
-                            raise InputError(f"{role} image {p} has {ds.count} band(s); band index {bad[0]} does not "
-                                             "exist (bands are 1-based)")
-                        data_bands = list(bands)
-                    dtype = ds.dtypes[data_bands[0] - 1]
-                    if dtype not in SUPPORTED_DTYPES:
-                        raise InputError(f"{role} image {p} has data type {dtype}; supported: "
-                                         f"{', '.join(SUPPORTED_DTYPES)}")
-                    georef = _is_georeferenced(ds)
-                    return cls(str(p), role, tuple(data_bands), tuple(alphas), ds.width, ds.height, dtype,
-                               ds.crs if georef else None, ds.transform if georef else None, ds.nodata,
-                               tuple(ds.descriptions[b - 1] or "" for b in data_bands))
-        except RasterioIOError as exc:
-            raise RasterReadError(f"cannot read {role} image {p} as a raster (GeoTIFF, PNG or JPEG): {exc}") from exc
+        with open_dataset(p, role) as ds:
+            data_bands, alphas, dtype = select_bands(ds, p, role, bands)
+            georef = _is_georeferenced(ds)
+            return cls(str(p), role, tuple(data_bands), tuple(alphas), ds.width, ds.height, dtype,
+                       ds.crs if georef else None, ds.transform if georef else None, ds.nodata,
+                       tuple(ds.descriptions[b - 1] or "" for b in data_bands))
 
     @property
     def is_georeferenced(self) -> bool:
