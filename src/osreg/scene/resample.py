@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,29 +67,45 @@ def resample_to_cog(field: DisplacementField, frame: WorkingFrame, sar: RasterSo
 
     The output is float32 with NaN as nodata (outside the SAR or its valid pixels), one band per SAR band.
     """
-    final = Path(out_path)
-    profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": sar.count,
+
+    def block_of(c0: int, r0: int, w: int, h: int) -> np.ndarray:
+        wx, wy = field.positions(c0, r0, w, h)
+        return sample_sar(sar, frame, wx, wy, border)[0]
+
+    names = [d or f"SAR band {i}" for i, d in enumerate(sar.descriptions, start=1)]
+    return _write_blocks_cog(out_path, grid.width, grid.height, grid.crs if grid.georeferenced else None,
+                             grid.transform if grid.georeferenced else None, names, tags, block_of, overwrite, block,
+                             progress("resampling", _n_blocks(grid.width, grid.height, block)))
+
+
+def _n_blocks(width: int, height: int, block: int) -> int:
+    return math.ceil(width / block) * math.ceil(height / block)
+
+
+def _write_blocks_cog(out_path: str | os.PathLike, width: int, height: int, crs, transform, names: list[str],
+                      tags: dict[str, str], block_of: Callable[[int, int, int, int], np.ndarray], overwrite: bool,
+                      block: int, bar) -> Path:
+    """A float32 Cloud-Optimised GeoTIFF (NaN nodata, one band per name) whose ``block`` x ``block`` windows
+    ``(col0, row0, width, height)`` come from ``block_of``: written block by block into a tiled GeoTIFF beside the
+    staged output, then copied into a COG; the output appears whole or not at all."""
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": len(names),
                "dtype": "float32", "nodata": float("nan"), "tiled": True, "blockxsize": 512, "blockysize": 512,
                "compress": "deflate", "zlevel": 1, "bigtiff": "if_safer"}
-    if grid.georeferenced:
-        profile.update(crs=grid.crs, transform=grid.transform)
-    nbx, nby = math.ceil(grid.width / block), math.ceil(grid.height / block)
-    bar = progress("resampling", nbx * nby)
+    if crs is not None and transform is not None:
+        profile.update(crs=crs, transform=transform)
+    final = Path(out_path)
     with atomic_output(final, overwrite) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         blocks = tmp.with_name(tmp.name + ".blocks.tif")
         try:
             with rasterio.open(blocks, "w", **profile) as dst:
-                for by in range(nby):
-                    for bx in range(nbx):
-                        c0, r0 = bx * block, by * block
-                        w, h = min(block, grid.width - c0), min(block, grid.height - r0)
-                        wx, wy = field.positions(c0, r0, w, h)
-                        data, _ = sample_sar(sar, frame, wx, wy, border)
-                        dst.write(data, window=Window(c0, r0, w, h))
+                for r0 in range(0, height, block):
+                    for c0 in range(0, width, block):
+                        w, h = min(block, width - c0), min(block, height - r0)
+                        dst.write(block_of(c0, r0, w, h), window=Window(c0, r0, w, h))
                         bar.update(1)
-                for i, d in enumerate(sar.descriptions, start=1):
-                    dst.set_band_description(i, d or f"SAR band {i}")
+                for i, n in enumerate(names, start=1):
+                    dst.set_band_description(i, n)
                 dst.update_tags(**tags)
             _cog_copy(blocks, tmp)
         finally:
@@ -106,40 +123,18 @@ def write_fused(optical: RasterSource, registered: str | os.PathLike, out_path: 
     sar = RasterSource.open(registered, "registered SAR")
     if (sar.width, sar.height) != (optical.width, optical.height):
         raise InputError(f"the registered SAR {registered} is not on the optical grid of {optical.path}")
-    count = optical.count + sar.count
-    profile = {"driver": "GTiff", "width": optical.width, "height": optical.height, "count": count,
-               "dtype": "float32", "nodata": float("nan"), "tiled": True, "blockxsize": 512, "blockysize": 512,
-               "compress": "deflate", "zlevel": 1, "bigtiff": "if_safer"}
-    if optical.is_georeferenced:
-        profile.update(crs=optical.crs, transform=optical.transform)
     names = [d or f"optical band {b}" for d, b in zip(optical.descriptions, optical.bands)]
     names += [d or f"SAR band {i}" for i, d in enumerate(sar.descriptions, start=1)]
-    nbx, nby = math.ceil(optical.width / block), math.ceil(optical.height / block)
-    bar = progress("fusing", nbx * nby)
-    final = Path(out_path)
-    with atomic_output(final, overwrite) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        blocks = tmp.with_name(tmp.name + ".blocks.tif")
-        try:
-            with rasterio.open(blocks, "w", **profile) as dst:
-                for by in range(nby):
-                    for bx in range(nbx):
-                        win = (bx * block, by * block, min(block, optical.width - bx * block),
-                               min(block, optical.height - by * block))
-                        o, r = optical.read(win), sar.read(win)
-                        od = np.where(o.mask[None], o.data.astype(np.float32), np.nan)
-                        rd = np.where(r.mask[None], r.data.astype(np.float32), np.nan)
-                        dst.write(np.concatenate([od, rd]), window=Window(*win))
-                        bar.update(1)
-                for i, n in enumerate(names, start=1):
-                    dst.set_band_description(i, n)
-                dst.update_tags(**tags)
-            _cog_copy(blocks, tmp)
-        finally:
-            bar.close()
-            if blocks.exists():
-                blocks.unlink()
-    return final
+
+    def block_of(c0: int, r0: int, w: int, h: int) -> np.ndarray:
+        o, r = optical.read((c0, r0, w, h)), sar.read((c0, r0, w, h))
+        od = np.where(o.mask[None], o.data.astype(np.float32), np.nan)
+        rd = np.where(r.mask[None], r.data.astype(np.float32), np.nan)
+        return np.concatenate([od, rd])
+
+    return _write_blocks_cog(out_path, optical.width, optical.height, optical.crs, optical.transform, names, tags,
+                             block_of, overwrite, block,
+                             progress("fusing", _n_blocks(optical.width, optical.height, block)))
 
 
 def _metres(grid: Grid, field: DisplacementField) -> tuple[np.ndarray, np.ndarray] | None:
