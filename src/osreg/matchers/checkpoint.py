@@ -1,4 +1,5 @@
-"""One checkpoint loader for the trained matchers (TAR, PromptMID): safe reading, config rebuilding, strict loading.
+"""One checkpoint loader for the trained matchers (TAR, PromptMID, CSTF): safe reading, config rebuilding, strict
+loading.
 
 Every checkpoint a user can point to (``tar[weights=...]``, ``promptmid[weights=...]``, ``osreg train --resume``,
 ``--init``) is read with ``torch.load(..., weights_only=True)``: tensors and plain data only, so a crafted file cannot
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 
 from osreg.errors import CheckpointError, InputError
+from osreg.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,22 @@ def with_inference_options(cfg: C, overrides: dict[str, Any], inference_fields: 
         raise InputError(f"{kind} options {fixed} define the trained network and cannot be changed at inference; "
                          f"changeable: {', '.join(sorted(inference_fields))}")
     return replace(cfg, **overrides)  # type: ignore[type-var]
+
+
+def read_trained(weights: str | Path | None, shipped: str, kind: str, state_key: str, config_cls: type[C],
+                 inference_fields: tuple[str, ...], overrides: dict[str, Any]) -> tuple[Path, dict[str, Any], C]:
+    """The checkpoint of a trained matcher (``weights``, or the one ``shipped`` in the package), read safely, and the
+    config it was trained with, changed by the inference ``overrides``: ``(path, checkpoint, config)``.
+
+    Raises:
+        WeightsNotFoundError: no file where it looked.
+        CheckpointError: not a ``kind`` checkpoint (or one holding objects other than tensors and plain data).
+        InputError: an override would change the trained network.
+    """
+    path = resolve_weights(weights, "osreg", shipped, "reinstall osreg (the weights ship inside the package)")
+    ck = read_checkpoint(path, kind, (state_key, "model_config"))
+    cfg = with_inference_options(checkpoint_config(ck, config_cls, path, kind), overrides, inference_fields, kind)
+    return path, ck, cfg
 
 
 def load_state(module: torch.nn.Module, state: Any, path: str | Path, kind: str) -> None:

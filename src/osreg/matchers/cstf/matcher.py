@@ -15,12 +15,11 @@ import numpy as np
 import torch
 
 from osreg.matchers.base import Matcher
-from osreg.matchers.checkpoint import checkpoint_config, load_state, read_checkpoint, with_inference_options
+from osreg.matchers.checkpoint import load_state, read_trained
 from osreg.matchers.cstf.config import INFERENCE_FIELDS, CSTFConfig
 from osreg.matchers.cstf.keypoints import detect
 from osreg.matchers.cstf.model import CSTFNet, decode, encoder_input, keypoint_prior
 from osreg.types import MatchResult
-from osreg.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +32,7 @@ def load_cstf(weights: str | Path | None = None, **overrides) -> CSTFNet:
     Raises:
         WeightsNotFoundError, CheckpointError, InputError: as :func:`osreg.matchers.tar.matcher.load_tar`.
     """
-    path = resolve_weights(weights, "osreg", SHIPPED, "reinstall osreg (the weights ship inside the package)")
-    ck = read_checkpoint(path, "CSTF", ("model", "model_config"))
-    cfg = with_inference_options(checkpoint_config(ck, CSTFConfig, path, "CSTF"), overrides, INFERENCE_FIELDS, "CSTF")
+    path, ck, cfg = read_trained(weights, SHIPPED, "CSTF", "model", CSTFConfig, INFERENCE_FIELDS, overrides)
     model = CSTFNet(cfg)
     load_state(model, ck["model"], path, "CSTF")
     return model.eval()

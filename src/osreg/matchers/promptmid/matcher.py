@@ -18,14 +18,13 @@ import torch
 
 from osreg.errors import InputError
 from osreg.matchers.base import Matcher
-from osreg.matchers.checkpoint import checkpoint_config, load_state, read_checkpoint, with_inference_options
+from osreg.matchers.checkpoint import load_state, read_trained
 from osreg.matchers.dense import dense_matches, window_refiner
 from osreg.matchers.promptmid.config import INFERENCE_FIELDS, PRESETS, PromptMIDConfig
 from osreg.matchers.promptmid.model import PromptMIDNet, dual_softmax
 from osreg.matchers.search import pad_to_multiple
 from osreg.preprocess import sar2sar_normalised, stretch
 from osreg.types import MatchResult
-from osreg.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +43,7 @@ def load_promptmid(weights: str | Path | None = None, **overrides) -> PromptMIDN
         CheckpointError: not a PromptMID checkpoint (or one holding objects other than tensors and plain data).
         InputError: an override changes the trained architecture.
     """
-    path = resolve_weights(weights, "osreg", SHIPPED, "reinstall osreg (the weights ship inside the package)")
-    ck = read_checkpoint(path, "PromptMID", ("aggregator", "model_config"))
-    cfg = with_inference_options(checkpoint_config(ck, PromptMIDConfig, path, "PromptMID"), overrides,
-                                 INFERENCE_FIELDS, "PromptMID")
+    path, ck, cfg = read_trained(weights, SHIPPED, "PromptMID", "aggregator", PromptMIDConfig, INFERENCE_FIELDS, overrides)
     if bool(cfg.diffusion_checkpoint) != (cfg.diffusion_channels > 0):
         raise InputError(f"{path} was trained {'with' if cfg.diffusion_channels else 'without'} the diffusion branch; "
                          f"diffusion_checkpoint must be {'given' if cfg.diffusion_channels else 'left unset'}")

@@ -16,13 +16,12 @@ import numpy as np
 import torch
 
 from osreg.matchers.base import Matcher
-from osreg.matchers.checkpoint import checkpoint_config, load_state, read_checkpoint, with_inference_options
+from osreg.matchers.checkpoint import load_state, read_trained
 from osreg.matchers.dense import dense_matches
 from osreg.matchers.search import pad_to_multiple
 from osreg.matchers.tar.config import INFERENCE_FIELDS, TARConfig
 from osreg.matchers.tar.model import TARModel
 from osreg.types import MatchResult
-from osreg.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +40,7 @@ def load_tar(weights: str | Path | None = None, **overrides) -> TARModel:
         CheckpointError: not a TAR checkpoint (or one holding objects other than tensors and plain data).
         InputError: an override would change the trained network.
     """
-    path = resolve_weights(weights, "osreg", SHIPPED, "reinstall osreg (the weights ship inside the package)")
-    ck = read_checkpoint(path, "TAR", ("model", "model_config"))
-    cfg = with_inference_options(checkpoint_config(ck, TARConfig, path, "TAR"), overrides, INFERENCE_FIELDS, "TAR")
+    path, ck, cfg = read_trained(weights, SHIPPED, "TAR", "model", TARConfig, INFERENCE_FIELDS, overrides)
     model = TARModel(cfg)
     load_state(model, ck["model"], path, "TAR")
     return model.eval()
