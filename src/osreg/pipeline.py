@@ -19,7 +19,7 @@ import numpy as np
 
 from osreg.core import register_arrays
 from osreg.geometry import Estimate, GeometryConfig, apply_transform
-from osreg.io.georef import GridMapping, ground_distance_m, reproject_sar_to_optical_grid
+from osreg.io.georef import GridMapping, ground_distance_m, pixel_ground_size_m, reproject_sar_to_optical_grid
 from osreg.io.raster import Raster, read_raster
 from osreg.io.validity import check_overlap_area, check_usable, mask_edge_borders
 from osreg.matchers import Matcher, MethodSetup, build_matcher, method_setup, parse_method_spec
@@ -240,8 +240,7 @@ def residual_misregistration(reg: Registration) -> dict[str, float] | None:
     q = apply_transform(reg.estimate.H, p)
     d_px = np.linalg.norm(q - p, axis=1)
     d_m = ground_distance_m(o.crs, o.pixel_to_map(p), o.pixel_to_map(q))
-    c = np.array([[(o.width - 1) / 2, (o.height - 1) / 2]])
-    px_m = ground_distance_m(o.crs, o.pixel_to_map(c).repeat(2, 0), o.pixel_to_map(c + [[1, 0], [0, 1]]))
+    px_m = pixel_ground_size_m(o.crs, o.transform, o.width, o.height)
     shift = q.mean(0) - p.mean(0)
     return {
         "mean_px": float(d_px.mean()),

@@ -92,6 +92,19 @@ def ground_distance_m(crs, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     return np.hypot(north, east)
 
 
+def pixel_ground_size_m(crs, transform, width: int, height: int) -> np.ndarray:
+    """Ground size in metres ``(2,)`` of a pixel at the centre of a ``width`` x ``height`` raster, along its columns
+    and rows (measured on the ellipsoid, see :func:`ground_distance_m`)."""
+    t = transform
+    c = np.array([[width / 2, height / 2]] * 2)  # the centre pixel's corner: map = transform of (col, row)
+    d = c + np.array([[1.0, 0.0], [0.0, 1.0]])
+
+    def to_map(q: np.ndarray) -> np.ndarray:
+        return np.stack([t.a * q[:, 0] + t.b * q[:, 1] + t.c, t.d * q[:, 0] + t.e * q[:, 1] + t.f], axis=1)
+
+    return ground_distance_m(crs, to_map(c), to_map(d))
+
+
 def reproject_sar_to_optical_grid(optical: Raster, sar: Raster) -> GridMapping:
     """Resample every SAR band onto the optical pixel grid (bilinear); invalid pixels become NaN and masked.
 

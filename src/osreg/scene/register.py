@@ -22,7 +22,7 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from osreg.geometry import apply_transform
-from osreg.io.georef import ground_distance_m
+from osreg.io.georef import pixel_ground_size_m
 from osreg.io.windows import RasterSource
 from osreg.pipeline import RegisterConfig, Registration, register_rasters
 from osreg.preprocess import optical_limits, resolve_sar_scale, sar_limits
@@ -101,13 +101,8 @@ class SceneRegistration:
 
 
 def _ground_pixel_m(src: RasterSource) -> float:
-    """Ground size of a pixel at the scene centre (metres)."""
-    t = src.transform
-    c, r = src.width / 2, src.height / 2
-    p0 = np.array([[t.c + t.a * c + t.b * r, t.f + t.d * c + t.e * r]] * 2)
-    p1 = np.array([[t.c + t.a * (c + 1) + t.b * r, t.f + t.d * (c + 1) + t.e * r],
-                   [t.c + t.a * c + t.b * (r + 1), t.f + t.d * c + t.e * (r + 1)]])
-    return float(np.sqrt(np.prod(ground_distance_m(src.crs, p0, p1))))
+    """Ground size of a pixel at the scene centre (metres; geometric mean of its sides)."""
+    return float(np.sqrt(np.prod(pixel_ground_size_m(src.crs, src.transform, src.width, src.height))))
 
 
 def _decimation(scale_x: float, scale_y: float) -> np.ndarray:
