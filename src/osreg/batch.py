@@ -96,15 +96,13 @@ def register_pair(task: PairTask, config: RegisterConfig, scene: SceneConfig, ov
                   threads: int = 1) -> dict[str, Any]:
     """Register one pair into its folder; returns its summary row. Bad inputs give status ``error``."""
     from osreg.export import write_outputs
-    from osreg.io.windows import RasterSource
     from osreg.runtime import set_threads
-    from osreg.scene import is_scene
+    from osreg.scene import registered_as_scene
 
     set_threads(threads)
     t = time.perf_counter()
     try:
-        src = RasterSource.open(task.optical, "optical", config.optical_bands)
-        if scene.model == "local" or is_scene(src.width, src.height):
+        if registered_as_scene(task.optical, scene.model):
             from osreg.scene.outputs import write_scene_outputs
             from osreg.scene.register import register_scene
 

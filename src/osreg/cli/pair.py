@@ -46,17 +46,13 @@ def scene_config(model: str, spacing: int, window_size: int):
 
 
 def use_scene(optical: str, model: str, scene_mode: bool | None) -> bool:
-    from osreg.io.windows import RasterSource
-    from osreg.scene import is_scene
+    from osreg.scene import registered_as_scene
 
     if scene_mode is not None:
         if not scene_mode and model == "local":
             raise InputError("--model local is a scene model: drop --chip")
         return scene_mode
-    if model == "local":
-        return True
-    src = RasterSource.open(optical, "optical")
-    return is_scene(src.width, src.height)
+    return registered_as_scene(optical, model)
 
 
 @click.command()
@@ -65,8 +61,8 @@ def use_scene(optical: str, model: str, scene_mode: bool | None) -> bool:
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=str),
               help="Output folder (new, empty, or holding an earlier run's outputs).")
 @click.option("--fuse", is_flag=True,
-              help="Also write fused.tif: the optical bands and the registered SAR as one multi-band COG on the optical "
-                   "grid (the stack for a detector or a classifier).")
+              help="Also write fused.tif: the optical bands and the registered SAR as one multi-band COG on the "
+                   "optical grid (the stack for a detector or a classifier).")
 @overwrite_option
 @threads_option
 @handle_errors

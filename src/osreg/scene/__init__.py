@@ -15,4 +15,19 @@ def is_scene(width: int, height: int) -> bool:
     return max(width, height) > SCENE_MIN_SIDE
 
 
-__all__ = ["SCENE_MIN_SIDE", "SCENE_MODELS", "SceneConfig", "is_scene"]
+def registered_as_scene(optical_path: str, model: str) -> bool:
+    """The default of ``register``, ``match`` and ``batch``: a scene when the model is ``local`` (a scene model) or
+    the optical image is large (:func:`is_scene`; only its size is read).
+
+    Raises:
+        RasterReadError: the optical file is missing or unreadable.
+    """
+    if model == "local":
+        return True
+    from osreg.io.windows import RasterSource
+
+    src = RasterSource.open(optical_path, "optical")
+    return is_scene(src.width, src.height)
+
+
+__all__ = ["SCENE_MIN_SIDE", "SCENE_MODELS", "SceneConfig", "is_scene", "registered_as_scene"]
