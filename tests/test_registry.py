@@ -24,7 +24,7 @@ def run(*args):
 def test_options_are_typed_and_routed_to_the_matcher_or_a_stage():
     s = setup_from_spec("tar[use_text=false,max_side=384,scales=0.7;1.4,template_radius=8]")
     assert s.name == "tar" and dict(s.options) == {"use_text": False, "max_side": 384}
-    # TAR's default grid search (early stop at 80 inliers) with the scales changed; its refinement with radius 8
+    # a grid setting switches TAR to its grid search (early stop at 80 inliers), scales changed; refinement radius 8
     assert s.search == "grid" and s.grid == SearchConfig(scales=(0.7, 1.4), accept_inliers=80, accept_ratio=0.5)
     assert s.template_refine == TemplateRefineConfig(radius=8)
     plain = method_setup("sift")
@@ -43,6 +43,11 @@ def test_options_are_typed_and_routed_to_the_matcher_or_a_stage():
     assert method_setup("cstf", {"global_verifier": "self", "global_candidates": "4"}).global_search == \
         GlobalSearchConfig(candidates=4)
     assert method_setup("tar", {"search": False, "template_refine": False}).search == "off"
+    # TAR searches like CSTF by default: global, verified by CFOG, off with a usable georeference
+    tar = method_setup("tar")
+    assert tar.search == "auto" and tar.global_search == GlobalSearchConfig(verifier="cfog")
+    assert isinstance(build_matcher(tar), GlobalSearchStage) and not isinstance(build_matcher(tar, True),
+                                                                               (SearchStage, GlobalSearchStage))
     # auto (CFOG's default): the global search without a usable georeference, none with one
     auto = method_setup("cfog")
     assert auto.search == "auto" and auto.search_kind(georeferenced=True) == "off"
@@ -89,10 +94,10 @@ def test_every_method_lists_its_options_with_types_and_defaults():
     for name in ("sift", "aliked", "disk", "xfeat", "cfog", "rift", "tar", "promptmid", "cstf"):
         assert f"\n{name}: " in "\n" + res.stdout
     assert "needs: nothing beyond osreg's core (no torch)" in res.stdout
-    assert "search_radius (int) = 24" in res.stdout and "stages: search grid, template_refine on" in res.stdout
+    assert "search_radius (int) = 24" in res.stdout and "stages: search auto, template_refine on" in res.stdout
     assert "stages: search auto, template_refine off" in res.stdout  # cfog
     res = run("methods", "tar")
-    assert res.stdout.startswith("tar: ") and "stage options: search (str) = 'grid'" in res.stdout
+    assert res.stdout.startswith("tar: ") and "stage options: search (str) = 'auto'" in res.stdout
 
 
 @pytest.mark.parametrize("command", ["register", "match", "benchmark"])

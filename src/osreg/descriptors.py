@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 
-def oriented_gradient_channels(img: np.ndarray, n_orientations: int = 9, sigma: float = 0.8) -> np.ndarray:
+def oriented_gradient_channels(img: np.ndarray, n_orientations: int = 9, sigma: float = 0.8,
+                               normalize: bool = True) -> np.ndarray:
     """CFOG channels: absolute oriented gradients, smoothed in space and orientation, L2-normalised per pixel.
 
     Absolute values make the descriptor insensitive to the contrast reversals between optical and SAR.
@@ -15,6 +16,8 @@ def oriented_gradient_channels(img: np.ndarray, n_orientations: int = 9, sigma: 
         img: ``(H, W)`` float image.
         n_orientations: channels over 180 degrees.
         sigma: spatial Gaussian smoothing (pixels).
+        normalize: L2-normalise each pixel (False: keep the gradient magnitudes, for callers that weight pixels by
+            their structure).
 
     Returns:
         ``(n_orientations, H, W)`` float32.
@@ -35,5 +38,6 @@ def oriented_gradient_channels(img: np.ndarray, n_orientations: int = 9, sigma: 
         out[1:-1] += 0.25 * (c[:-2] + c[2:])
         out[0] += 0.25 * (c[-1] + c[1])
         out[-1] += 0.25 * (c[-2] + c[0])
-    out /= np.sqrt(np.einsum("khw,khw->hw", out, out)) + 1e-6
+    if normalize:
+        out /= np.sqrt(np.einsum("khw,khw->hw", out, out)) + 1e-6
     return out

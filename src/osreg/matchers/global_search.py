@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 VERIFIERS = ("self", "cfog")
 ERODE = np.ones((5, 5), np.uint8)  # channel borders next to no-data are artificial edges
+STRUCTURE_CAP = 4.0  # a pixel's coarse weight saturates at 4x the median structure (bright edges do not dominate)
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,12 @@ class GlobalSearchConfig(DictConfig):
         verifier: the matcher that verifies the hypotheses: ``self`` (the wrapped matcher) or ``cfog`` (CFOG
             templates: fast and modality-robust; the wrapped matcher then runs once, on the pair rectified by the
             chosen hypothesis's CFOG fit, and its matches are the answer).
+        structure_power: how much a pixel of the coarse descriptor counts by its structure: each pixel's channel
+            vector has length (gradient structure / the image's median) ** structure_power, capped; 0 counts every
+            pixel alike (flat, speckled areas then add as much noise as edges add signal).
     """
 
-    coarse_side: int = 64
+    coarse_side: int = 96
     rotation_step: float = 5.0
     min_scale: float = 0.5
     max_scale: float = 2.0
@@ -81,9 +85,10 @@ class GlobalSearchConfig(DictConfig):
     candidates: int = 10
     accept_inliers: int = 40
     refine_passes: int = 1
-    rescore_side: int = 128
+    rescore_side: int = 256
     rescore_candidates: int = 30
     verifier: str = "self"
+    structure_power: float = 0.5
 
     def __post_init__(self) -> None:
         if self.coarse_side < 32:
@@ -99,6 +104,8 @@ class GlobalSearchConfig(DictConfig):
                              f"{self.refine_passes}")
         if self.verifier not in VERIFIERS:
             raise InputError(f"global verifier must be one of {', '.join(VERIFIERS)}, got {self.verifier!r}")
+        if not 0 <= self.structure_power <= 2:
+            raise InputError(f"global structure_power must be in [0, 2], got {self.structure_power}")
         if not 0 < self.min_overlap <= 1:
             raise InputError(f"global min_overlap must be in (0, 1], got {self.min_overlap}")
 
@@ -129,10 +136,17 @@ class Hypothesis:
     score: float
 
 
-def _channels(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    c = oriented_gradient_channels(img, n, 1.0)
+def _channels(img: np.ndarray, mask: np.ndarray, n: int, power: float) -> np.ndarray:
+    """Coarse descriptor: oriented-gradient channels less their mean over the channels (an isotropic pixel scores 0),
+    each pixel a vector of length (its structure relative to the image's median, at most STRUCTURE_CAP) ** power."""
+    c = oriented_gradient_channels(img, n, 1.0, normalize=False)
     c -= c.mean(axis=0, keepdims=True)
-    c /= np.linalg.norm(c, axis=0, keepdims=True) + 1e-6
+    norm = np.sqrt(np.einsum("khw,khw->hw", c, c))
+    if power > 0 and mask.any():
+        weight = np.minimum(norm / (float(np.median(norm[mask])) + 1e-9), STRUCTURE_CAP) ** power
+    else:
+        weight = np.ones_like(norm)
+    c *= (weight / (norm + 1e-6))[None]
     c *= mask[None]
     return c
 
@@ -148,6 +162,63 @@ def _turn(k: float, degrees: float) -> np.ndarray:
     """The 2x2 linear part that turns the SAR back by ``degrees`` and scales it by ``k`` (SAR -> optical)."""
     t = math.radians(degrees)
     return k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+
+
+def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: int, shape: tuple[int, int],
+                    rotations: np.ndarray, config: GlobalSearchConfig, need: float, workers: int,
+                    half_turn: bool = True) -> list[tuple[float, int, int]]:
+    """Best score and shift (row, column of the circular correlation) of every rotation at one scale.
+
+    Args:
+        P0: spectrum (rfft2) of the optical channels and mask, zero-padded to ``shape``.
+        i1, m1: the SAR and its mask at the level's pixel size for this scale.
+        k: SAR level px -> optical level px.
+        r: the canvas the SAR is turned into is ``2 r + 1`` px square, centred on the SAR's centre.
+        shape: the padded FFT size.
+        rotations: degrees over the full circle, evenly spaced.
+        need: the least overlap (px) a shift must have to be scored.
+        half_turn: derive the second half of an even number of rotations from the first (exact; see below).
+    """
+    Hh, Ww = shape
+    h1, w1 = i1.shape
+    c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
+    cs = 2 * r + 1
+    F0 = np.conj(P0)
+    # a half turn of the SAR only flips its canvas (the channels are absolute gradients, orientation modulo 180
+    # degrees): y[n] = x[cs - 1 - n] in every axis, whose correlation with the optical channels at shift t is
+    # their convolution with x at cs - 1 - t; the second half of the circle costs no warps, channels or forward
+    # FFTs
+    n_rot = len(rotations)
+    direct = n_rot // 2 if half_turn and n_rot % 2 == 0 else n_rot
+    # rotations in chunks, so that a batch of padded channel stacks stays near 64 MB whatever the sizes
+    chunk = max(1, int(64e6 // ((config.channels + 1) * Hh * Ww * 4)))
+    peaks: list[tuple[float, int, int]] = [(-np.inf, 0, 0)] * n_rot  # per rotation: best score, shift (row, col)
+    for start in range(0, direct, chunk):
+        idx = np.arange(start, min(direct, start + chunk))
+        W = np.zeros((len(idx), config.channels + 1, Hh, Ww), np.float32)
+        for j, th in enumerate(rotations[idx]):
+            B = _turn(k, th)
+            M = np.hstack([B, (r - B @ c1)[:, None]])
+            wi = cv2.warpAffine(i1, M, (cs, cs), flags=cv2.INTER_LINEAR)
+            wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
+            W[j, :-1, :cs, :cs] = _channels(wi, wm, config.channels, config.structure_power)
+            W[j, -1, :cs, :cs] = wm
+        G = sfft.rfft2(W, axes=(-2, -1), workers=workers)
+        del W
+        for ids, spec, turned in ((idx, F0, False), (idx + direct, P0, True))[:1 if direct == n_rot else 2]:
+            num = sfft.irfft2(np.einsum("chw,nchw->nhw", spec[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
+                              workers=workers)
+            area = sfft.irfft2(spec[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
+            num /= np.maximum(area, 1.0)
+            num[area <= need] = -np.inf
+            for j, at in enumerate(num.reshape(len(ids), -1).argmax(axis=1)):
+                ty, tx = divmod(int(at), Ww)
+                best = float(num[j, ty, tx])
+                if turned:
+                    ty, tx = (cs - 1 - ty) % Hh, (cs - 1 - tx) % Ww
+                peaks[ids[j]] = (best, ty, tx)
+        del G, num, area
+    return peaks
 
 
 def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
@@ -168,7 +239,7 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     s0 = config.coarse_side / max(image0.shape)
     i0, m0, s0x = _resize(image0.astype(np.float32, copy=False), mask0, min(1.0, s0))
     m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
-    A0 = _channels(i0, m0, config.channels)
+    A0 = _channels(i0, m0, config.channels, config.structure_power)
     h0, w0 = i0.shape
     M0 = m0.astype(np.float32)
     need = config.min_overlap * float(M0.sum())
@@ -193,30 +264,8 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
         pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
         pad0[:-1, :h0, :w0] = A0
         pad0[-1, :h0, :w0] = M0
-        F0 = np.conj(sfft.rfft2(pad0, axes=(-2, -1), workers=workers))
-        # rotations in chunks, so that a batch of padded channel stacks stays near 64 MB whatever the sizes
-        chunk = max(1, int(64e6 // ((config.channels + 1) * Hh * Ww * 4)))
-        peaks: list[tuple[float, int, int]] = []  # per rotation: best score and its shift (row, column)
-        for start in range(0, len(rotations), chunk):
-            part = rotations[start:start + chunk]
-            W = np.zeros((len(part), config.channels + 1, Hh, Ww), np.float32)
-            for j, th in enumerate(part):
-                B = _turn(k, th)
-                M = np.hstack([B, (r - B @ c1)[:, None]])
-                wi = cv2.warpAffine(i1, M, (cs, cs), flags=cv2.INTER_LINEAR)
-                wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
-                W[j, :-1, :cs, :cs] = _channels(wi, wm, config.channels)
-                W[j, -1, :cs, :cs] = wm
-            G = sfft.rfft2(W, axes=(-2, -1), workers=workers)
-            del W
-            num = sfft.irfft2(np.einsum("chw,nchw->nhw", F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
-                              workers=workers)
-            area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
-            del G
-            score = np.where(area > need, num / np.maximum(area, 1.0), -np.inf)
-            for j in range(len(part)):
-                ty, tx = np.unravel_index(int(np.argmax(score[j])), score[j].shape)
-                peaks.append((float(score[j, ty, tx]), int(ty), int(tx)))
+        P0 = sfft.rfft2(pad0, axes=(-2, -1), workers=workers)
+        peaks = _rotation_peaks(P0, i1, m1, k, r, (Hh, Ww), rotations, config, need, workers)
         for th, (best, ty, tx) in zip(rotations, peaks):
             if not np.isfinite(best):
                 continue
@@ -252,7 +301,7 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
     s = min(1.0, config.rescore_side / max(image0.shape))
     i0, m0, s0x = _resize(image0.astype(np.float32, copy=False), mask0, s)
     m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
-    A0 = _channels(i0, m0, config.channels)
+    A0 = _channels(i0, m0, config.channels, config.structure_power)
     h0, w0 = i0.shape
     L0 = scale_matrix(s0x)
     Hh, Ww = sfft.next_fast_len(h0 + 2 * radius, real=True), sfft.next_fast_len(w0 + 2 * radius, real=True)
@@ -274,7 +323,7 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
         wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
         wm = cv2.warpPerspective(m1.astype(np.uint8), M @ shift, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
         wm = cv2.erode(wm, ERODE) > 0
-        stack[n, :-1, :size[1], :size[0]] = _channels(wi, wm, config.channels)
+        stack[n, :-1, :size[1], :size[0]] = _channels(wi, wm, config.channels, config.structure_power)
         stack[n, -1, :size[1], :size[0]] = wm
     G = sfft.rfft2(stack, axes=(-2, -1), workers=workers)
     num = sfft.irfft2(np.einsum("chw,nchw->nhw", F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
