@@ -2,10 +2,12 @@
 
 1. **Coarse FFT search.** Both images go to a coarse level (the optical image's longer side ``coarse_side`` px) and
    are described by oriented-gradient channels (CFOG-like, :func:`osreg.descriptors.oriented_gradient_channels`,
-   with each pixel's channel mean removed so that a random alignment scores about 0). For every rotation over the
-   full circle (``rotation_step``) and every scale in ``[min_scale, max_scale]`` (``scales_per_octave``), the SAR is
-   turned and rescaled into the optical frame, its channels are computed there, and their correlation with the
-   optical channels over every translation comes from one batch of FFTs per scale. The score of a translation is
+   with each pixel's channel mean removed so that a random alignment scores about 0, and each pixel weighted by its
+   structure, ``structure_power``). For every rotation over the full circle (``rotation_step``) and every scale in
+   ``[min_scale, max_scale]`` (``scales_per_octave``), the SAR is turned and rescaled into the optical frame, its
+   channels are computed there, and their correlation with the optical channels over every translation comes from
+   one batch of FFTs per scale; the second half of the circle comes from the first (a half turn only flips the
+   turned SAR's canvas). The score of a translation is
    the correlation per overlapping pixel (no-data and black borders of both images are left out by the masks), over
    translations that overlap at least ``min_overlap`` of the optical image.
 2. **Ranked hypotheses.** Each (rotation, scale) keeps its best translation; the best ``candidates`` distinct
@@ -142,10 +144,9 @@ def _channels(img: np.ndarray, mask: np.ndarray, n: int, power: float) -> np.nda
     c = oriented_gradient_channels(img, n, 1.0, normalize=False)
     c -= c.mean(axis=0, keepdims=True)
     norm = np.sqrt(np.einsum("khw,khw->hw", c, c))
+    weight = 1.0
     if power > 0 and mask.any():
         weight = np.minimum(norm / (float(np.median(norm[mask])) + 1e-9), STRUCTURE_CAP) ** power
-    else:
-        weight = np.ones_like(norm)
     c *= (weight / (norm + 1e-6))[None]
     c *= mask[None]
     return c
@@ -177,7 +178,8 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
         shape: the padded FFT size.
         rotations: degrees over the full circle, evenly spaced.
         need: the least overlap (px) a shift must have to be scored.
-        half_turn: derive the second half of an even number of rotations from the first (exact; see below).
+        half_turn: derive the second half of an even number of rotations from the first (see below; equal to
+            turning the SAR up to the warp's rounding).
     """
     Hh, Ww = shape
     h1, w1 = i1.shape
