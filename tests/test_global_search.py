@@ -96,7 +96,42 @@ def test_cfog_wrapped_in_the_global_search_registers_a_turned_and_scaled_pair():
     info = res.info["search"]
     assert info["kind"] == "global" and info["chosen"] == 0 and len(info["candidates"]) >= 1
     assert info["refine_passes"] == 1 and info["confirmed"] is True
+    assert "escalated_candidates" not in info  # confirmed at the first level: no finer search
     assert fit_error(res, D) < 3.0
+
+
+def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
+    """When none of the first level's hypotheses is confirmed, the search runs again at ``escalate_side`` and
+    verifies the new hypotheses: here a 64 px first level is made to return only wrong rotations (more than 20
+    degrees off), and the escalated 96 px level registers the pair within the same 3 px."""
+    import osreg.matchers.global_search as gs
+
+    real = gs.search_hypotheses
+    levels = []
+
+    def first_level_wrong(image0, mask0, image1, mask1, config, workers=None):
+        levels.append((config.coarse_side, config.rescore_side))
+        hyps = real(image0, mask0, image1, mask1, config, workers)
+        if len(levels) == 1:  # the first level of a run
+            # OpenCV's 137 degrees is the search's 223 (it counts the other way round)
+            hyps = [h for h in hyps if min((h.rotation - 223) % 360, (223 - h.rotation) % 360) > 20]
+        return hyps
+
+    monkeypatch.setattr(gs, "search_hypotheses", first_level_wrong)
+    opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
+    fast = dict(coarse_side=64, rescore_side=128, candidates=4)
+    res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=96, **fast)).match(opt, sar, None, mask)
+    info = res.info["search"]
+    assert levels == [(64, 128), (96, 192)]
+    assert len(info["escalated_candidates"]) >= 1 and info["chosen"] >= len(info["candidates"])
+    assert info["confirmed"] is True and fit_error(res, D) < 3.0
+    # escalation off, or a first level already as fine as the escalated one would be: the same wrong first level
+    # is all there is, and nothing is confirmed
+    for escalate in (0, 64):
+        levels.clear()
+        res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=escalate, **fast)).match(
+            opt, sar, None, mask)
+        assert levels == [(64, 128)] and res.info["search"]["confirmed"] is False
 
 
 def test_an_unconfirmed_search_result_is_not_trusted():
@@ -170,6 +205,8 @@ def test_global_search_config_is_checked():
         GlobalSearchConfig(rotation_step=0)
     with pytest.raises(InputError, match=r"^global structure_power must be in \[0, 2\], got -1$"):
         GlobalSearchConfig(structure_power=-1)
+    with pytest.raises(InputError, match=r"^global escalate_side must be >= 0 px \(0: off\), got -1$"):
+        GlobalSearchConfig(escalate_side=-1)
     cfg = GlobalSearchConfig(rotation_step=5, min_scale=0.5, max_scale=2.0, scales_per_octave=4)
     assert len(cfg.rotations()) == 72 and len(cfg.scales()) == 9 and cfg.scales()[4] == pytest.approx(1.0)
 

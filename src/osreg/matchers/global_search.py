@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -75,6 +75,9 @@ class GlobalSearchConfig(DictConfig):
         structure_power: how much a pixel of the coarse descriptor counts by its structure: each pixel's channel
             vector has length (gradient structure / the image's median) ** structure_power, capped; 0 counts every
             pixel alike (flat, speckled areas then add as much noise as edges add signal).
+        escalate_side: when no hypothesis of the search is confirmed, search again at this finer coarse level (the
+            optical image's longer side, px; rescoring at twice that) and verify its hypotheses too; 0: never. Costs
+            time only on the pairs the first search does not register.
     """
 
     coarse_side: int = 96
@@ -91,6 +94,7 @@ class GlobalSearchConfig(DictConfig):
     rescore_candidates: int = 30
     verifier: str = "self"
     structure_power: float = 0.5
+    escalate_side: int = 192
 
     def __post_init__(self) -> None:
         if self.coarse_side < 32:
@@ -108,8 +112,15 @@ class GlobalSearchConfig(DictConfig):
             raise InputError(f"global verifier must be one of {', '.join(VERIFIERS)}, got {self.verifier!r}")
         if not 0 <= self.structure_power <= 2:
             raise InputError(f"global structure_power must be in [0, 2], got {self.structure_power}")
+        if self.escalate_side < 0:
+            raise InputError(f"global escalate_side must be >= 0 px (0: off), got {self.escalate_side}")
         if not 0 < self.min_overlap <= 1:
             raise InputError(f"global min_overlap must be in (0, 1], got {self.min_overlap}")
+
+    def escalated(self) -> GlobalSearchConfig:
+        """The settings of the escalated search (``escalate_side``; rescoring at twice that)."""
+        return replace(self, coarse_side=self.escalate_side, escalate_side=0, rescore_side=max(self.rescore_side,
+                                                                              2 * self.escalate_side))
 
     def rotations(self) -> np.ndarray:
         n = max(1, int(round(360.0 / self.rotation_step)))
@@ -150,6 +161,16 @@ def _channels(img: np.ndarray, mask: np.ndarray, n: int, power: float) -> np.nda
     c *= (weight / (norm + 1e-6))[None]
     c *= mask[None]
     return c
+
+
+def _channel_products(spec: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """``sum_c spec[c] * G[:, c]`` for spectra ``spec`` ``(C, h, w)`` and ``G`` ``(N, C, h, w)``: the same as
+    ``np.einsum("chw,nchw->nhw", ...)``, twice as fast on complex arrays (einsum has no fast path for them)."""
+    out = np.multiply(G[:, 0], spec[0])
+    tmp = np.empty_like(out)
+    for c in range(1, len(spec)):
+        out += np.multiply(G[:, c], spec[c], out=tmp)
+    return out
 
 
 def _resize(img: np.ndarray, mask: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -208,7 +229,7 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
         G = sfft.rfft2(W, axes=(-2, -1), workers=workers)
         del W
         for ids, spec, turned in ((idx, F0, False), (idx + direct, P0, True))[:1 if direct == n_rot else 2]:
-            num = sfft.irfft2(np.einsum("chw,nchw->nhw", spec[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
+            num = sfft.irfft2(_channel_products(spec[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
                               workers=workers)
             area = sfft.irfft2(spec[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
             num /= np.maximum(area, 1.0)
@@ -328,7 +349,7 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
         stack[n, :-1, :size[1], :size[0]] = _channels(wi, wm, config.channels, config.structure_power)
         stack[n, -1, :size[1], :size[0]] = wm
     G = sfft.rfft2(stack, axes=(-2, -1), workers=workers)
-    num = sfft.irfft2(np.einsum("chw,nchw->nhw", F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
+    num = sfft.irfft2(_channel_products(F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
     area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
     score = np.where(area > need, num / np.maximum(area, 1.0), -np.inf)
     # shifts t in [-radius, radius]: optical (padded) px x meets warped px x + t
@@ -345,6 +366,18 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
         out.append(Hypothesis(H, hyp.rotation, hyp.scale, best))
     out.sort(key=lambda h: -h.score)
     return out
+
+
+def _summary(hyps: list[Hypothesis]) -> list[dict]:
+    return [{"rotation": round(h.rotation, 2), "scale": round(h.scale, 4), "score": round(h.score, 4)} for h in hyps]
+
+
+def _same_place(Ha: np.ndarray, Hb: np.ndarray, shape: tuple[int, int], tol: float = 0.02) -> bool:
+    """True when two hypotheses put every corner of an image of ``shape`` within ``tol`` x its longer side of each
+    other (their verification would be the same: the verifier searches a few percent of the side around each)."""
+    h, w = shape
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
+    return bool(np.abs(apply_transform(Ha, corners) - apply_transform(Hb, corners)).max() <= tol * max(h, w))
 
 
 def _is_shift(H: np.ndarray, shape: tuple[int, int], tol: float = 0.5) -> bool:
@@ -411,27 +444,25 @@ class GlobalSearchStage(Stage):
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
             return best, chosen
         hyps = search_hypotheses(image0, mask0, image1, mask1, self.config)
-        info["candidates"] = [{"rotation": round(h.rotation, 2), "scale": round(h.scale, 4),
-                               "score": round(h.score, 4)} for h in hyps]
+        info["candidates"] = _summary(hyps)
         if len(hyps) > 1:
             info["peak_margin"] = round(hyps[0].score / max(hyps[1].score, 1e-6), 4)
         info["hypotheses_verified"] = 0
-        for rank, hyp in enumerate(hyps):
-            info["hypotheses_verified"] = rank + 1
-            out = self._verify(image0, mask0, image1, mask1, hyp.H)
-            if out is None:
-                continue
-            if best is None or out[0] > best[0]:
-                best, chosen = out, rank
-            if out[0][0] and out[0][1] >= self.config.accept_inliers:
-                break
+        best, chosen = self._verify_ranked(image0, mask0, image1, mask1, hyps, 0, best, chosen, info)
+        if self.config.escalate_side > self.config.coarse_side and not self._trusted(best, chosen):
+            # nothing confirmed: the right hypothesis may not be among the coarse level's best; search at a finer
+            # level and verify what the first pass did not already verify
+            more = search_hypotheses(image0, mask0, image1, mask1, self.config.escalated())
+            more = [h for h in more if not any(_same_place(h.H, g.H, image0.shape) for g in hyps)]
+            info["escalated_candidates"] = _summary(more)
+            best, chosen = self._verify_ranked(image0, mask0, image1, mask1, more, len(hyps), best, chosen, info)
         info["chosen"] = chosen
         if best is None:
             return None, None
         key, res, F, W = best
         # a searched hypothesis is confirmed only by a trusted fit with accept_inliers inliers (the verdict refuses
         # the others: trying many hypotheses makes a weak wrong one likelier to pass); the pair as given needs trust
-        info["confirmed"] = bool(key[0] and (chosen == "as given" or key[1] >= self.config.accept_inliers))
+        info["confirmed"] = self._trusted(best, chosen)
         if chosen != "as given":
             for _ in range(self.config.refine_passes):  # rectify again with the chosen candidate's own fit
                 out = self._verify(image0, mask0, image1, mask1, W @ F)
@@ -440,6 +471,27 @@ class GlobalSearchStage(Stage):
                 key, res, F, W = out
                 info["refine_passes"] = info.get("refine_passes", 0) + 1
         return (key, res, F, W), chosen
+
+    def _trusted(self, best: tuple | None, chosen: int | str | None) -> bool:
+        """Whether a verified candidate is confirmed: trusted by the verdict, with ``accept_inliers`` inliers (the
+        pair as given needs trust only)."""
+        return best is not None and bool(best[0][0]) and (chosen == "as given"
+                                                          or best[0][1] >= self.config.accept_inliers)
+
+    def _verify_ranked(self, image0, mask0, image1, mask1, hyps: list[Hypothesis], first: int, best: tuple | None,
+                       chosen: int | str | None, info: dict) -> tuple[tuple | None, int | str | None]:
+        """Verify ``hyps`` best first (their ranks counted from ``first``), stopping at the first one trusted with
+        ``accept_inliers`` inliers; returns the best of them and ``best`` with its rank."""
+        for rank, hyp in enumerate(hyps, start=first):
+            info["hypotheses_verified"] = rank + 1
+            out = self._verify(image0, mask0, image1, mask1, hyp.H)
+            if out is None:
+                continue
+            if best is None or out[0] > best[0]:
+                best, chosen = out, rank
+            if out[0][0] and out[0][1] >= self.config.accept_inliers:
+                break
+        return best, chosen
 
     def _with_verifier(self, image0, mask0, image1, mask1, info: dict) -> tuple | None:
         """The search with another verifier: the wrapped matcher's own pass on the pair as given first (kept when it
