@@ -125,6 +125,20 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
     assert levels == [(64, 128), (96, 192)]
     assert len(info["escalated_candidates"]) >= 1 and info["chosen"] >= len(info["candidates"])
     assert info["confirmed"] is True and fit_error(res, D) < 3.0
+    # the pair as given trusted by the verdict with fewer than accept_inliers inliers does not stop the escalation
+    # (a deformed pair can pass the verdict's checks with a few chance matches): the escalated hypothesis wins
+    verify = gs.GlobalSearchStage._verify
+
+    def weakly_trusted_as_given(self, image0, mask0, image1, mask1, W, matcher=None):
+        out = verify(self, image0, mask0, image1, mask1, W, matcher)
+        return ((True, 5), *out[1:]) if W is None and out is not None else out
+
+    monkeypatch.setattr(gs.GlobalSearchStage, "_verify", weakly_trusted_as_given)
+    levels.clear()
+    res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=96, **fast)).match(opt, sar, None, mask)
+    assert levels == [(64, 128), (96, 192)] and res.info["search"]["chosen"] != "as given"
+    assert fit_error(res, D) < 3.0
+    monkeypatch.setattr(gs.GlobalSearchStage, "_verify", verify)
     # escalation off, or a first level already as fine as the escalated one would be: the same wrong first level
     # is all there is, and nothing is confirmed
     for escalate in (0, 64):

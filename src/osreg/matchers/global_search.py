@@ -449,9 +449,10 @@ class GlobalSearchStage(Stage):
             info["peak_margin"] = round(hyps[0].score / max(hyps[1].score, 1e-6), 4)
         info["hypotheses_verified"] = 0
         best, chosen = self._verify_ranked(image0, mask0, image1, mask1, hyps, 0, best, chosen, info)
-        if self.config.escalate_side > self.config.coarse_side and not self._trusted(best, chosen):
-            # nothing confirmed: the right hypothesis may not be among the coarse level's best; search at a finer
-            # level and verify what the first pass did not already verify
+        if self.config.escalate_side > self.config.coarse_side and not self._strong(best):
+            # nothing confirmed with accept_inliers inliers, not even the pair as given (which the verdict may trust
+            # with fewer): the right hypothesis may not be among the coarse level's best; search at a finer level
+            # and verify what the first pass did not already verify
             more = search_hypotheses(image0, mask0, image1, mask1, self.config.escalated())
             more = [h for h in more if not any(_same_place(h.H, g.H, image0.shape) for g in hyps)]
             info["escalated_candidates"] = _summary(more)
@@ -472,11 +473,13 @@ class GlobalSearchStage(Stage):
                 info["refine_passes"] = info.get("refine_passes", 0) + 1
         return (key, res, F, W), chosen
 
+    def _strong(self, best: tuple | None) -> bool:
+        """Whether a verified candidate is trusted by the verdict with ``accept_inliers`` inliers."""
+        return best is not None and bool(best[0][0]) and best[0][1] >= self.config.accept_inliers
+
     def _trusted(self, best: tuple | None, chosen: int | str | None) -> bool:
-        """Whether a verified candidate is confirmed: trusted by the verdict, with ``accept_inliers`` inliers (the
-        pair as given needs trust only)."""
-        return best is not None and bool(best[0][0]) and (chosen == "as given"
-                                                          or best[0][1] >= self.config.accept_inliers)
+        """Whether a verified candidate is confirmed: strong (:meth:`_strong`); the pair as given needs trust only."""
+        return best is not None and bool(best[0][0]) and (chosen == "as given" or self._strong(best))
 
     def _verify_ranked(self, image0, mask0, image1, mask1, hyps: list[Hypothesis], first: int, best: tuple | None,
                        chosen: int | str | None, info: dict) -> tuple[tuple | None, int | str | None]:
