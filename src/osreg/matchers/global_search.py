@@ -18,8 +18,9 @@
    resampling) and the wrapped matcher runs on the rectified pair at its working resolution. A homography fitted
    to its matches is judged by the verdict's checks (inliers, residuals, coverage, and the sharpness of the dense
    oriented-gradient agreement at the fit); trusted candidates rank first, then by inliers, and the search stops at
-   the first trusted candidate with ``accept_inliers`` inliers. The chosen candidate's matches are mapped back to
-   the input SAR's pixels.
+   the first trusted candidate with ``accept_inliers`` inliers. When none has that many (the pair as given
+   included), the search runs again at the finer ``escalate_side`` level and its new hypotheses are verified too.
+   The chosen candidate's matches are mapped back to the input SAR's pixels.
 
 Scene structure is often nearly symmetric under a half turn, so the right hypothesis and its 180-degree twin can
 score alike at the coarse level: the verification, at full resolution, tells them apart.
@@ -372,18 +373,22 @@ def _summary(hyps: list[Hypothesis]) -> list[dict]:
     return [{"rotation": round(h.rotation, 2), "scale": round(h.scale, 4), "score": round(h.score, 4)} for h in hyps]
 
 
+def _corners(shape: tuple[int, int]) -> np.ndarray:
+    """The four corner pixels ``(x, y)`` of an image of ``shape`` (rows, columns)."""
+    h, w = shape
+    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
+
+
 def _same_place(Ha: np.ndarray, Hb: np.ndarray, shape: tuple[int, int], tol: float = 0.02) -> bool:
     """True when two hypotheses put every corner of an image of ``shape`` within ``tol`` x its longer side of each
     other (their verification would be the same: the verifier searches a few percent of the side around each)."""
-    h, w = shape
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
-    return bool(np.abs(apply_transform(Ha, corners) - apply_transform(Hb, corners)).max() <= tol * max(h, w))
+    corners = _corners(shape)
+    return bool(np.abs(apply_transform(Ha, corners) - apply_transform(Hb, corners)).max() <= tol * max(shape))
 
 
 def _is_shift(H: np.ndarray, shape: tuple[int, int], tol: float = 0.5) -> bool:
     """True when H moves every pixel of an image of ``shape`` by the same integer shift to within ``tol`` px."""
-    h, w = shape
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
+    corners = _corners(shape)
     d = apply_transform(H, corners) - corners
     return bool(np.abs(d - np.round(d.mean(0))).max() <= tol)
 
@@ -440,7 +445,7 @@ class GlobalSearchStage(Stage):
         # own result is kept as it is (no resampling, no search)
         best = self._verify(image0, mask0, image1, mask1, None)
         chosen: int | str | None = "as given" if best is not None else None
-        if best is not None and best[0][0] and best[0][1] >= self.config.accept_inliers:
+        if self._strong(best):
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
             return best, chosen
         hyps = search_hypotheses(image0, mask0, image1, mask1, self.config)
@@ -492,7 +497,7 @@ class GlobalSearchStage(Stage):
                 continue
             if best is None or out[0] > best[0]:
                 best, chosen = out, rank
-            if out[0][0] and out[0][1] >= self.config.accept_inliers:
+            if self._strong(out):
                 break
         return best, chosen
 
@@ -503,7 +508,7 @@ class GlobalSearchStage(Stage):
         pass on the pair as given ranks higher. A searched result is confirmed only if the verifier confirmed the
         choice and the verdict trusts the wrapped matcher's pass."""
         own = self._verify(image0, mask0, image1, mask1, None, self.inner)
-        if own is not None and own[0][0] and own[0][1] >= self.config.accept_inliers:
+        if self._strong(own):
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
             return own
         best, chosen = self._choose(image0, mask0, image1, mask1, info)
