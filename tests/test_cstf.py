@@ -14,6 +14,7 @@ from conftest import DEMO_OPTICAL, DEMO_SAR, textured
 from osreg.cli import main
 from osreg.errors import CheckpointError, InputError
 from osreg.matchers import build_matcher, method_setup
+from osreg.matchers.cstf import model as cstf_model
 from osreg.matchers.cstf.config import PRESETS, CSTFConfig
 from osreg.matchers.cstf.keypoints import detect
 from osreg.matchers.cstf.matcher import load_cstf, match_pair
@@ -59,7 +60,7 @@ def test_keypoints_have_scales_orientations_and_follow_a_zoom():
     assert len(detect(np.zeros((100, 100), np.float32), None, 50)) == 0
 
 
-def test_correspondence_maps_and_classes_have_the_documented_shapes():
+def test_correspondence_maps_and_classes_have_the_documented_shapes(monkeypatch):
     cfg = PRESETS["tiny"]
     model = CSTFNet(cfg).eval()
     x = torch.rand(1, 1 + cfg.n_orientations, 96, 128)
@@ -78,6 +79,13 @@ def test_correspondence_maps_and_classes_have_the_documented_shapes():
         assert same.argmax(1).tolist() == [cfg.cells * cfg.cells // 2] * 3
         logits = model.head(maps)
         assert logits.shape == (3, cfg.cells * cfg.cells + 1)
+        # computed in chunks of keypoints (a cache choice), the maps are the same, each with its own keypoint's prior
+        prior_k = torch.arange(3.0)[:, None, None].expand(3, cfg.cells, cfg.cells)
+        whole = model.correspondence_maps(f0, f1, (96, 128), (96, 128), xy, xy, prior_k)
+        monkeypatch.setattr(cstf_model, "MAPS_CHUNK", 2)
+        chunked = model.correspondence_maps(f0, f1, (96, 128), (96, 128), xy, xy, prior_k)
+        assert torch.allclose(chunked, whole, atol=1e-6) and chunked[:, 4, 0, 0].tolist() == [0.0, 1.0, 2.0]
+        assert not torch.allclose(chunked[0], chunked[1])  # and not one keypoint's maps repeated
     # decoding: a peaked class gives its displacement; the last class is "no match"
     s = cfg.cells
     lg = torch.full((2, s * s + 1), -20.0)

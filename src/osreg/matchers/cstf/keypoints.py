@@ -52,7 +52,7 @@ def detect(img: np.ndarray, mask: np.ndarray | None, max_keypoints: int, scales:
     img = img.astype(np.float32)
     h, w = img.shape
     sig = scale_levels(*scales)
-    resp, ang = [], []
+    resp, tensor = [], []
     g, prev = img, 0.0
     for s in sig:
         g = cv2.GaussianBlur(g, (0, 0), float(np.sqrt(s * s - prev * prev)))  # the scale space, incrementally
@@ -63,8 +63,9 @@ def detect(img: np.ndarray, mask: np.ndarray | None, max_keypoints: int, scales:
         jxx = cv2.blur(gx * gx, (k, k))
         jyy = cv2.blur(gy * gy, (k, k))
         jxy = cv2.blur(gx * gy, (k, k))
-        resp.append(jxx * jyy - jxy * jxy - 0.04 * (jxx + jyy) ** 2)
-        ang.append(0.5 * np.arctan2(2 * jxy, jxx - jyy))
+        tr = jxx + jyy
+        resp.append(jxx * jyy - jxy * jxy - 0.04 * tr * tr)
+        tensor.append((jxx, jyy, jxy))  # the orientation is computed at the kept keypoints only
     R = np.stack(resp)
     kernel = np.ones((3, 3), np.uint8)
     spatial_max = np.stack([cv2.dilate(r, kernel) for r in R])
@@ -87,7 +88,9 @@ def detect(img: np.ndarray, mask: np.ndarray | None, max_keypoints: int, scales:
     starts = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
     rank[order] = np.arange(len(order)) - starts
     pick = np.lexsort((-score, rank))[:max_keypoints]
-    theta = np.stack(ang)[k[pick], y[pick], x[pick]] % np.pi
+    kk, yy, xx = k[pick], y[pick], x[pick]
+    txx, tyy, txy = (np.array([tensor[i][c][yy[j], xx[j]] for j, i in enumerate(kk)], np.float32) for c in range(3))
+    theta = (0.5 * np.arctan2(2 * txy, txx - tyy)) % np.pi
     return Keypoints(np.stack([x[pick], y[pick]], 1).astype(np.float64), sig[k[pick]], theta.astype(np.float64),
                      score[pick].astype(np.float64))
 

@@ -23,6 +23,7 @@ from torch import nn
 from osreg.matchers.cstf.config import CSTFConfig
 
 N_REGIONS = 4  # the quadrants of the template
+MAPS_CHUNK = 128  # keypoints per chunk of correspondence maps (a cache-size choice; no effect on values)
 
 
 def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -129,7 +130,14 @@ class CSTFNet(nn.Module):
                             xy0: torch.Tensor, pred1: torch.Tensor, prior: torch.Tensor,
                             radius: int | None = None) -> torch.Tensor:
         """``(N, K + 1, S, S)`` maps for keypoints ``xy0`` ``(N, 2)`` of image 0 with predicted positions ``pred1``
-        in image 1 and the SAR-keypoint channel ``prior`` ``(N, S, S)``."""
+        in image 1 and the SAR-keypoint channel ``prior`` ``(N, S, S)``.
+
+        Computed in chunks of ``MAPS_CHUNK`` keypoints: the same values, but the windows and their spectra of one
+        chunk stay in cache (on 2 CPU cores, 512 keypoints take about half the time of one batch)."""
+        if len(xy0) > MAPS_CHUNK:
+            return torch.cat([self.correspondence_maps(f0, f1, size0, size1, xy0[i:i + MAPS_CHUNK],
+                                                       pred1[i:i + MAPS_CHUNK], prior[i:i + MAPS_CHUNK], radius)
+                              for i in range(0, len(xy0), MAPS_CHUNK)])
         r = self.cfg.radius if radius is None else radius
         t = self.cfg.template // self.cfg.stride  # template side in feature cells
         s = 2 * r // self.cfg.stride + 1
