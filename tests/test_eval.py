@@ -89,6 +89,29 @@ def test_tiepoint_ground_truth_interpolates_its_points():
     np.testing.assert_allclose(gt.map(p0), p1, atol=0.3)
 
 
+def test_what_a_global_transform_can_reach_on_non_affine_tie_points():
+    from osreg.eval.benchmark import reachable_note
+
+    rng = np.random.default_rng(1)
+    p0 = rng.uniform(0, 400, (60, 2))
+    A = np.array([[1.02, 0.05, 12.0], [-0.04, 0.98, -7.0], [0, 0, 1]])
+    affine = GroundTruth(points0=p0, points1=apply_transform(A, p0))
+    assert affine.global_fit_error("affine", 400, 400) < 0.05  # an affine truth: fitted exactly
+    assert affine.global_fit_error("similarity", 400, 400) > 1.0  # ... but not by a similarity
+    bump = 12.0 * np.exp(-((p0 - 200) ** 2).sum(1) / (2 * 60.0**2))  # a local 12 px layover-like bump along x
+    local = GroundTruth(points0=p0, points1=apply_transform(A, p0) + np.c_[bump, np.zeros(60)])
+    e = local.global_fit_error("affine", 400, 400)
+    assert 1.0 < e < 12.0
+    assert GroundTruth(H=A).global_fit_error("affine", 400, 400) < 1e-6
+    rows = [{"dataset": "lzk", "protocol": "aligned", "pair": "a", "gt_fit_error": 7.5, "method": m} for m in "xy"]
+    rows += [{"dataset": "lzk", "protocol": "aligned", "pair": "b", "gt_fit_error": 3.0, "method": "x"},
+             {"dataset": "volkov", "protocol": "aligned", "pair": "c", "gt_fit_error": 3.8, "method": "x"}]
+    note = reachable_note(rows, "affine")
+    assert "- lzk / aligned: the least-squares global affine fitted to the ground truth itself is within 5 px on 1 " \
+           "of 2 pairs" in note and "SR@5 of about 50.0 %" in note and "volkov" not in note
+    assert reachable_note(rows[-1:], "affine") == ""
+
+
 def test_unknown_dataset_message(tmp_path):
     with pytest.raises(InputError, match=r"^unknown dataset 'foo'; known datasets: volkov_s1s2_10m, "):
         load_pairs(tmp_path, ["foo"])
@@ -127,6 +150,9 @@ def test_benchmark_end_to_end(shared_data, tmp_path):
                                        f"{cfog}/large-deformation"}
     text = open(written["summary_md"]).read()
     assert f"| {cfog} | 1 |" in text and "## large-deformation" in text
+    # osmnet's truth is the same grid: an affine fits it exactly when aligned, not after a perspective deformation
+    fit = {r["protocol"]: float(r["gt_fit_error"]) for r in rows}
+    assert fit["aligned"] < 0.01 and fit["large-deformation"] > 0.01
     assert cv2.imread(written["plot"]) is not None
     from osreg.errors import OutputExistsError
 

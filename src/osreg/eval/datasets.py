@@ -18,13 +18,29 @@ from pathlib import Path
 import numpy as np
 
 from osreg.errors import InputError
-from osreg.geometry import apply_transform
+from osreg.geometry import apply_transform, fit_similarity
 from osreg.io.raster import Raster, read_raster
 
 
 def default_data_dir() -> Path:
     """``$OSREG_DATA`` if set, else ``../shared/data`` relative to the working directory."""
     return Path(os.environ.get("OSREG_DATA", "../shared/data"))
+
+
+def fit_global(xy0: np.ndarray, xy1: np.ndarray, model: str) -> np.ndarray:
+    """Least-squares 3x3 transform of ``model`` (similarity, affine, homography) taking ``xy0`` to ``xy1``."""
+    if model == "similarity":
+        return fit_similarity(xy0, xy1)
+    if model == "affine":
+        X = np.c_[xy0, np.ones(len(xy0))]
+        M = np.linalg.lstsq(X, xy1, rcond=None)[0]
+        return np.vstack([M.T, [0.0, 0.0, 1.0]])
+    if model == "homography":
+        import cv2
+
+        H, _ = cv2.findHomography(xy0.astype(np.float64), xy1.astype(np.float64), 0)
+        return H
+    raise InputError(f"unknown transform model {model!r}: similarity, affine or homography")
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,16 @@ class GroundTruth:
         if self.H is None:
             return self.points0
         return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float)
+
+    def global_fit_error(self, model: str, width: int, height: int) -> float:
+        """The registration error (as :func:`osreg.eval.metrics.pair_metrics` measures it) of the least-squares
+        global transform of ``model`` (similarity, affine, homography) fitted to the ground truth itself: about the
+        best any global transform can score on this pair. About 0 for transform ground truth the model can express;
+        for hand-clicked, non-affine tie points it is what no global registration gets below."""
+        pts = self.eval_points(width, height)
+        true = self.map(pts)
+        H = fit_global(pts, true, model)
+        return float(np.linalg.norm(apply_transform(H, pts) - true, axis=1).mean())
 
     def composed(self, before: np.ndarray | None = None, after: np.ndarray | None = None) -> GroundTruth:
         """Ground truth of the pair after the optical is transformed by ``before`` (old px -> new px) and the
