@@ -117,6 +117,31 @@ def test_working_resolution_maps_back_to_original_pixels(demo_optical):
     np.testing.assert_allclose(d, [6, -4], atol=0.5)
 
 
+def test_cfog_keeps_enough_templates_on_a_small_pair():
+    """On a 256 px pair the template grid shrinks to 12 px (13 cells along a side) instead of 24 px (5 cells): the
+    real demo pair cropped to 256 px then has enough inliers for the global search to confirm it (40), which the
+    fixed grid never reaches there. Images of 512 px and more keep the 24 px grid."""
+    from osreg.matchers.cfog import CFOGConfig, grid_step
+
+    assert grid_step(CFOGConfig(), 256, 256) == 12 and grid_step(CFOGConfig(), 512, 512) == 24
+    assert grid_step(CFOGConfig(), 120, 120) == 8 and grid_step(CFOGConfig(min_grid_cells=0), 256, 256) == 24
+    from osreg.io.georef import reproject_sar_to_optical_grid
+    from osreg.preprocess import PreprocessConfig
+
+    o = read_raster(DEMO_OPTICAL, "optical")
+    on_grid = reproject_sar_to_optical_grid(o, read_raster(DEMO_SAR, "SAR")).sar_on_grid
+    opt = prepare_optical(o)[100:356, 120:376]
+    sar = prepare_sar(on_grid, PreprocessConfig(sar_scale="display"))[100:356, 120:376]
+    fit = GeometryConfig(model="affine")
+    dense = create_matcher("cfog").match(opt, sar)
+    fixed = create_matcher("cfog", min_grid_cells=0).match(opt, sar)
+    assert dense.info["n_templates"] >= 120 and fixed.info["n_templates"] <= 49
+    est = estimate_transform(dense.keypoints0, dense.keypoints1, fit)
+    assert est.n_inliers >= 40 > estimate_transform(fixed.keypoints0, fixed.keypoints1, fit).n_inliers
+    g = np.array([[40.0, 40.0], [216.0, 40.0], [40.0, 216.0], [216.0, 216.0], [128.0, 128.0]])
+    assert np.median(np.linalg.norm(apply_transform(est.H, g) - g - DEMO_SHIFT, axis=1)) < 3.0
+
+
 def test_missing_weights_error_names_where_it_looked(tmp_path):
     from osreg.errors import WeightsNotFoundError
 

@@ -21,6 +21,8 @@ from osreg.descriptors import oriented_gradient_channels
 from osreg.matchers.base import Matcher
 from osreg.types import MatchResult
 
+MIN_GRID_STEP = 8  # px: closer templates of 48 px would mostly repeat each other
+
 
 @dataclass(frozen=True)
 class CFOGConfig:
@@ -30,6 +32,11 @@ class CFOGConfig:
     template_size: template side (pixels, odd values are rounded up to even).
     search_radius: largest shift searched in each direction (pixels).
     grid_step: spacing of candidate template centres (pixels).
+    min_grid_cells: on a small image the spacing shrinks (to 8 px at least) so that the grid keeps this many cells
+        along its shorter side; 0: always ``grid_step``. At 512 px and above nothing changes; on a 256 px pair the
+        step is 12 px, not 24, and the grid has 169 cells, not 49, so that the verdict's and the global search's
+        inlier counts (15 and 40) stay within reach (measured on the volkov training split cropped to 256 px:
+        docs/search.md).
     max_points: most templates matched.
     max_side: working resolution.
     """
@@ -39,8 +46,17 @@ class CFOGConfig:
     template_size: int = 48
     search_radius: int = 24
     grid_step: int = 24
+    min_grid_cells: int = 13
     max_points: int = 256
     max_side: int = 1024
+
+
+def grid_step(cfg: CFOGConfig, height: int, width: int) -> int:
+    """The template grid's spacing on an image of this size (see ``CFOGConfig.min_grid_cells``)."""
+    if cfg.min_grid_cells <= 0:
+        return cfg.grid_step
+    span = min(height, width) - 2 * ((cfg.template_size + 1) // 2 + cfg.search_radius)
+    return int(min(cfg.grid_step, max(MIN_GRID_STEP, span // cfg.min_grid_cells)))
 
 
 def _select_points(img: np.ndarray, mask: np.ndarray | None, cfg: CFOGConfig, margin: int) -> np.ndarray:
@@ -51,7 +67,7 @@ def _select_points(img: np.ndarray, mask: np.ndarray | None, cfg: CFOGConfig, ma
     if mask is not None:
         resp = np.where(mask, resp, 0)
     pts, scores = [], []
-    step = cfg.grid_step
+    step = grid_step(cfg, h, w)
     for y0 in range(margin, h - margin - 1, step):
         for x0 in range(margin, w - margin - 1, step):
             cell = resp[y0 : min(y0 + step, h - margin), x0 : min(x0 + step, w - margin)]

@@ -151,7 +151,9 @@ def refine_with_templates(image0: np.ndarray, mask0: np.ndarray, image1: np.ndar
         report: ``{"template_refine": "applied" | "confirmed" | reason, "template_passes": n,
         "template_correction_px": first pass's shift, ...}`` (the counts of the last pass).
     """
-    cfog = CFOGMatcher(search_radius=radius, max_side=0)
+    # the fixed 24 px grid: its inlier threshold (MIN_TEMPLATE_INLIERS) was set for it, and denser templates far
+    # from the truth agree by chance more often
+    cfog = CFOGMatcher(search_radius=radius, max_side=0, min_grid_cells=0)
     d0 = cfog.describe(image0)  # the optical channels, the same in every pass
     out, W, report = _template_pass(cfog, image0, mask0, d0, image1, mask1, W)
     if out is None:
