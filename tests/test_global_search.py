@@ -42,6 +42,24 @@ def test_hypotheses_include_the_true_similarity(angle, scale):
     assert np.median(grid_error(hyps[ranks[0]].H, D)) < 12  # coarse level: a few coarse pixels
 
 
+def test_batches_of_any_size_give_the_same_hypotheses(monkeypatch):
+    """The rotations and the rescored hypotheses are processed in batches of about CHUNK_BYTES (a cache-size
+    choice): one rotation or hypothesis at a time and all at once rank the same hypotheses with the same scores."""
+    import osreg.matchers.global_search as gs
+
+    opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
+    cfg = GlobalSearchConfig(coarse_side=64, rescore_side=128, rescore_candidates=12)
+    runs = []
+    for size in (1.0, 1e12):  # at least one at a time; everything in one batch
+        monkeypatch.setattr(gs, "CHUNK_BYTES", size)
+        runs.append(search_hypotheses(opt, np.ones(opt.shape, bool), sar, mask, cfg, workers=1))
+    one, whole = runs
+    assert len(one) == len(whole) == cfg.candidates
+    for a, b in zip(one, whole):
+        assert (a.rotation, a.scale) == (b.rotation, b.scale) and a.score == pytest.approx(b.score, abs=1e-5)
+        np.testing.assert_allclose(a.H, b.H, atol=1e-6)
+
+
 def test_the_half_turn_shortcut_equals_turning_the_sar():
     """The second half of the circle comes from the first by flipping the turned SAR's canvas (a convolution instead
     of a correlation): every rotation's best score and shift equal those of turning and describing the SAR again, up

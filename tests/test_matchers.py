@@ -142,6 +142,24 @@ def test_cfog_keeps_enough_templates_on_a_small_pair():
     assert np.median(np.linalg.norm(apply_transform(est.H, g) - g - DEMO_SHIFT, axis=1)) < 3.0
 
 
+def test_cfog_templates_in_chunks_give_the_same_matches(monkeypatch, demo_optical):
+    """CFOG correlates its templates in chunks of about CHUNK_BYTES (a cache-size choice): one template at a time and
+    all at once give the same matches."""
+    import osreg.matchers.cfog as cfog
+
+    shifted = cv2.warpAffine(demo_optical, np.float32([[1, 0, 5.5], [0, 1, -3.25]]), demo_optical.shape[::-1])
+    runs = []
+    for size in (1.0, 1e12):
+        monkeypatch.setattr(cfog, "CHUNK_BYTES", size)
+        runs.append(create_matcher("cfog").match(demo_optical, shifted))
+    one, whole = runs
+    assert len(one) == len(whole) > 100
+    np.testing.assert_array_equal(one.keypoints0, whole.keypoints0)
+    np.testing.assert_allclose(one.keypoints1, whole.keypoints1, atol=1e-6)
+    np.testing.assert_allclose(one.confidence, whole.confidence, atol=1e-4)  # float32 FFTs: batch-size rounding
+    np.testing.assert_allclose(np.median(one.keypoints1 - one.keypoints0, axis=0), [5.5, -3.25], atol=0.3)
+
+
 def test_missing_weights_error_names_where_it_looked(tmp_path):
     from osreg.errors import WeightsNotFoundError
 

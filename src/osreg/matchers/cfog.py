@@ -22,6 +22,7 @@ from osreg.matchers.base import Matcher
 from osreg.types import MatchResult
 
 MIN_GRID_STEP = 8  # px: closer templates of 48 px would mostly repeat each other
+CHUNK_BYTES = 4e6  # search windows per chunk of templates (a cache-size choice; no effect on the values)
 
 
 @dataclass(frozen=True)
@@ -119,27 +120,14 @@ class CFOGMatcher(Matcher):
         pts = pts[ok]
         if len(pts) == 0:
             return MatchResult.empty(n_templates=0)
-        t = 2 * half
-        L = t + 2 * r
         n_shift = 2 * r + 1
-        xs, ys = pts[:, 0], pts[:, 1]
-        # windows by fancy indexing of strided views, one contiguous copy each: (C, P, t, t) and (C, P, L, L)
-        tmpl = sliding_window_view(d0, (t, t), axis=(1, 2))[:, ys - half, xs - half]
-        srch = sliding_window_view(d1, (L, L), axis=(1, 2))[:, ys - half - r, xs - half - r]
-        size = sfft.next_fast_len(L, real=True)
+        size = sfft.next_fast_len(2 * half + 2 * r, real=True)
         workers = max(1, cv2.getNumThreads())  # the thread count the CLI / benchmark set (--threads)
-        fs = sfft.rfft2(srch, s=(size, size), axes=(-2, -1), workers=workers)
-        ft = sfft.rfft2(tmpl, s=(size, size), axes=(-2, -1), workers=workers)
-        fs *= np.conjugate(ft, out=ft)
-        del ft
-        corr = sfft.irfft2(fs.sum(axis=0), s=(size, size), axes=(-2, -1), workers=workers)
-        corr = corr[:, :n_shift, :n_shift]
-        # sum over the window of |S|^2 at every shift (integral image), |T|^2 is a constant per template
-        s2 = np.einsum("cpyx,cpyx->pyx", srch, srch)
-        ii = np.pad(s2.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
-        win = ii[:, t:, t:] - ii[:, :-t, t:] - ii[:, t:, :-t] + ii[:, :-t, :-t]
-        t2 = np.einsum("cpyx,cpyx->p", tmpl, tmpl)
-        ssd = np.maximum(win[:, :n_shift, :n_shift] - 2 * corr + t2[:, None, None], 0.0).astype(np.float64)
+        # templates in chunks of about CHUNK_BYTES of search windows: the same values, but a chunk's windows and
+        # spectra stay in cache (all 256 templates at once are ~85 MB of windows and twice that of spectra)
+        chunk = max(1, int(CHUNK_BYTES // (d0.shape[0] * size * size * 4)))
+        ssd = np.concatenate([_ssd(d0, d1, pts[i:i + chunk], half, r, size, workers)
+                              for i in range(0, len(pts), chunk)])
         # the best shift of every template; one on the border of the search window is not a real peak
         n = np.arange(len(pts))
         iy, ix = np.divmod(ssd.reshape(len(pts), -1).argmin(1), n_shift)
@@ -160,6 +148,30 @@ class CFOGMatcher(Matcher):
         k1 = k0 + np.stack([dx, dy], 1)
         info = {"n_templates": len(pts), "config": asdict(cfg)}
         return MatchResult(k0, k1, np.clip(conf, 0, 1), info)
+
+
+def _ssd(d0: np.ndarray, d1: np.ndarray, pts: np.ndarray, half: int, r: int, size: int, workers: int) -> np.ndarray:
+    """``(P, 2 r + 1, 2 r + 1)`` sum of squared differences between the ``2 half`` px templates of ``d0`` centred on
+    ``pts`` and ``d1`` at every shift within ``r`` px (FFT correlation plus integral images)."""
+    t = 2 * half
+    L = t + 2 * r
+    n_shift = 2 * r + 1
+    xs, ys = pts[:, 0], pts[:, 1]
+    # windows by fancy indexing of strided views, one contiguous copy each: (C, P, t, t) and (C, P, L, L)
+    tmpl = sliding_window_view(d0, (t, t), axis=(1, 2))[:, ys - half, xs - half]
+    srch = sliding_window_view(d1, (L, L), axis=(1, 2))[:, ys - half - r, xs - half - r]
+    fs = sfft.rfft2(srch, s=(size, size), axes=(-2, -1), workers=workers)
+    ft = sfft.rfft2(tmpl, s=(size, size), axes=(-2, -1), workers=workers)
+    fs *= np.conjugate(ft, out=ft)
+    del ft
+    corr = sfft.irfft2(fs.sum(axis=0), s=(size, size), axes=(-2, -1), workers=workers)
+    corr = corr[:, :n_shift, :n_shift]
+    # sum over the window of |S|^2 at every shift (integral image), |T|^2 is a constant per template
+    s2 = np.einsum("cpyx,cpyx->pyx", srch, srch)
+    ii = np.pad(s2.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+    win = ii[:, t:, t:] - ii[:, :-t, t:] - ii[:, t:, :-t] + ii[:, :-t, :-t]
+    t2 = np.einsum("cpyx,cpyx->p", tmpl, tmpl)
+    return np.maximum(win[:, :n_shift, :n_shift] - 2 * corr + t2[:, None, None], 0.0).astype(np.float64)
 
 
 def _subpixel(v_m: np.ndarray, v_0: np.ndarray, v_p: np.ndarray) -> np.ndarray:

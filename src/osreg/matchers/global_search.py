@@ -150,6 +150,9 @@ class Hypothesis:
     score: float
 
 
+CHUNK_BYTES = 8e6  # batches of padded channel stacks near this size stay in cache (see _rotation_peaks)
+
+
 def _channels(img: np.ndarray, mask: np.ndarray, n: int, power: float) -> np.ndarray:
     """Coarse descriptor: oriented-gradient channels less their mean over the channels (an isotropic pixel scores 0),
     each pixel a vector of length (its structure relative to the image's median, at most STRUCTURE_CAP) ** power."""
@@ -214,8 +217,8 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
     # FFTs
     n_rot = len(rotations)
     direct = n_rot // 2 if half_turn and n_rot % 2 == 0 else n_rot
-    # rotations in chunks, so that a batch of padded channel stacks stays near 64 MB whatever the sizes
-    chunk = max(1, int(64e6 // ((config.channels + 1) * Hh * Ww * 4)))
+    # rotations in chunks, so that a batch of padded channel stacks stays near CHUNK_BYTES whatever the sizes
+    chunk = max(1, int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)))
     peaks: list[tuple[float, int, int]] = [(-np.inf, 0, 0)] * n_rot  # per rotation: best score, shift (row, col)
     for start in range(0, direct, chunk):
         idx = np.arange(start, min(direct, start + chunk))
@@ -334,25 +337,33 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
     pad0[-1, radius:radius + h0, radius:radius + w0] = m0
     F0 = np.conj(sfft.rfft2(pad0, axes=(-2, -1), workers=workers))
     need = config.min_overlap * float(m0.sum())
-    stack = np.zeros((len(hyps), config.channels + 1, Hh, Ww), np.float32)
     pre: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
-    for n, hyp in enumerate(hyps):
-        # the SAR at about the level's pixel size for this scale first (area averaging), then one warp
-        if hyp.scale not in pre:
-            pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, s0x * hyp.scale))
-        i1, m1, s1x = pre[hyp.scale]
-        M = scale_matrix(s1x) @ hyp.H @ np.linalg.inv(L0)  # optical level px -> SAR level px
-        size = (w0 + 2 * radius, h0 + 2 * radius)
-        shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
-        wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        wm = cv2.warpPerspective(m1.astype(np.uint8), M @ shift, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-        wm = cv2.erode(wm, ERODE) > 0
-        stack[n, :-1, :size[1], :size[0]] = _channels(wi, wm, config.channels, config.structure_power)
-        stack[n, -1, :size[1], :size[0]] = wm
-    G = sfft.rfft2(stack, axes=(-2, -1), workers=workers)
-    num = sfft.irfft2(_channel_products(F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
-    area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
-    score = np.where(area > need, num / np.maximum(area, 1.0), -np.inf)
+    size = (w0 + 2 * radius, h0 + 2 * radius)
+    shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
+    chunk = max(1, int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)))
+    scores = []
+    for start in range(0, len(hyps), chunk):
+        part = hyps[start:start + chunk]
+        stack = np.zeros((len(part), config.channels + 1, Hh, Ww), np.float32)
+        for n, hyp in enumerate(part):
+            # the SAR at about the level's pixel size for this scale first (area averaging), then one warp
+            if hyp.scale not in pre:
+                pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, s0x * hyp.scale))
+            i1, m1, s1x = pre[hyp.scale]
+            M = scale_matrix(s1x) @ hyp.H @ np.linalg.inv(L0)  # optical level px -> SAR level px
+            wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            wm = cv2.warpPerspective(m1.astype(np.uint8), M @ shift, size,
+                                     flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+            wm = cv2.erode(wm, ERODE) > 0
+            stack[n, :-1, :size[1], :size[0]] = _channels(wi, wm, config.channels, config.structure_power)
+            stack[n, -1, :size[1], :size[0]] = wm
+        G = sfft.rfft2(stack, axes=(-2, -1), workers=workers)
+        del stack
+        num = sfft.irfft2(_channel_products(F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
+        area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
+        scores.append(np.where(area > need, num / np.maximum(area, 1.0), -np.inf))
+        del G, num, area
+    score = np.concatenate(scores)
     # shifts t in [-radius, radius]: optical (padded) px x meets warped px x + t
     window = np.concatenate([np.arange(0, radius + 1), np.arange(-radius, 0)])
     out = []
