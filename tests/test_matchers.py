@@ -118,12 +118,12 @@ def test_working_resolution_maps_back_to_original_pixels(demo_optical):
 
 
 def test_cfog_keeps_enough_templates_on_a_small_pair():
-    """On a 256 px pair the template grid shrinks to 12 px (13 cells along a side) instead of 24 px (5 cells): the
+    """On a 256 px pair the template grid shrinks to 12 px (14 cells along a side) instead of 24 px (7 cells): the
     real demo pair cropped to 256 px then has enough inliers for the global search to confirm it (40), which the
-    fixed grid never reaches there. Images of 512 px and more keep the 24 px grid."""
+    fixed grid never reaches there. Images of 416 px and more keep the 24 px grid."""
     from osreg.matchers.cfog import CFOGConfig, grid_step
 
-    assert grid_step(CFOGConfig(), 256, 256) == 12 and grid_step(CFOGConfig(), 512, 512) == 24
+    assert grid_step(CFOGConfig(), 256, 256) == 12 and grid_step(CFOGConfig(), 416, 416) == 24
     assert grid_step(CFOGConfig(), 120, 120) == 8 and grid_step(CFOGConfig(min_grid_cells=0), 256, 256) == 24
     from osreg.io.georef import reproject_sar_to_optical_grid
     from osreg.preprocess import PreprocessConfig

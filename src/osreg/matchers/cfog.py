@@ -34,10 +34,10 @@ class CFOGConfig:
     search_radius: largest shift searched in each direction (pixels).
     grid_step: spacing of candidate template centres (pixels).
     min_grid_cells: on a small image the spacing shrinks (to 8 px at least) so that the grid keeps this many cells
-        along its shorter side; 0: always ``grid_step``. At 512 px and above nothing changes; on a 256 px pair the
-        step is 12 px, not 24, and the grid has 169 cells, not 49, so that the verdict's and the global search's
-        inlier counts (15 and 40) stay within reach (measured on the volkov training split cropped to 256 px:
-        docs/search.md).
+        along its shorter side; 0: always ``grid_step``. At 416 px and above nothing changes (22 px at 384 px);
+        on a 256 px pair the step is 12 px, not 24, and the grid has 196 cells, not 49, so that the verdict's and
+        the global search's inlier counts (15 and 40) stay within reach (measured on the volkov training split
+        cropped to 256 px: docs/search.md).
     max_points: most templates matched.
     max_side: working resolution.
     """
