@@ -20,10 +20,9 @@ import numpy as np
 from scipy.interpolate import LinearNDInterpolator
 
 from osreg.eval.scene_case import SceneCase
-from osreg.geometry import apply_transform
+from osreg.geometry import apply_transform, fit_affine
 from osreg.pipeline import make_config
 from osreg.scene import SceneConfig
-from osreg.scene.model import _affine_lsq
 from osreg.scene.register import register_scene
 
 
@@ -34,7 +33,7 @@ def main() -> None:
     sreg = register_scene(str(case_dir / "optical.tif"), str(case_dir / "sar.tif"), make_config("cfog"), scene)
     H, ws = sreg.H, sreg.shifts
     p, d, w = ws.position, ws.shift, ws.count.astype(float)
-    A = _affine_lsq(p, p + d, w)
+    A = fit_affine(p, p + d, w)
     r = d - (apply_transform(A, p) - p)
     rng = np.random.default_rng(0)
     q = rng.uniform(64, case.size - 64, size=(4000, 2))

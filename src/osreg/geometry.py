@@ -133,6 +133,14 @@ def fit_similarity(xy0: np.ndarray, xy1: np.ndarray) -> np.ndarray:
     return H
 
 
+def fit_affine(xy0: np.ndarray, xy1: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(Weighted) least-squares affine 3x3 mapping xy0 to xy1."""
+    X = np.c_[xy0, np.ones(len(xy0))]
+    sw = np.sqrt(np.ones(len(xy0)) if weights is None else weights)[:, None]
+    A, *_ = np.linalg.lstsq(X * sw, xy1 * sw, rcond=None)
+    return np.vstack([A.T, [0, 0, 1]])
+
+
 def estimate_transform(xy0: np.ndarray, xy1: np.ndarray, cfg: GeometryConfig = GeometryConfig()) -> Estimate:
     """Fit the configured model robustly with MAGSAC++.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from osreg.errors import InputError
-from osreg.geometry import apply_transform, fit_similarity
+from osreg.geometry import apply_transform, fit_affine, fit_similarity
 from osreg.io.raster import Raster, read_raster
 
 
@@ -32,9 +32,7 @@ def fit_global(xy0: np.ndarray, xy1: np.ndarray, model: str) -> np.ndarray:
     if model == "similarity":
         return fit_similarity(xy0, xy1)
     if model == "affine":
-        X = np.c_[xy0, np.ones(len(xy0))]
-        M = np.linalg.lstsq(X, xy1, rcond=None)[0]
-        return np.vstack([M.T, [0.0, 0.0, 1.0]])
+        return fit_affine(xy0, xy1)
     if model == "homography":
         import cv2
 

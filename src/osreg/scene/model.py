@@ -19,7 +19,7 @@ import numpy as np
 from scipy.interpolate import RBFInterpolator
 from scipy.spatial import cKDTree
 
-from osreg.geometry import GeometryConfig, apply_transform, estimate_transform
+from osreg.geometry import GeometryConfig, apply_transform, estimate_transform, fit_affine
 from osreg.scene.tiles import WindowMatches
 
 logger = logging.getLogger(__name__)
@@ -98,14 +98,6 @@ def consistent_with_neighbours(shifts: WindowShifts, spacing: float, tol_px: flo
     return keep
 
 
-def _affine_lsq(p: np.ndarray, q: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """Weighted least-squares affine 3x3 mapping p to q."""
-    X = np.c_[p, np.ones(len(p))]
-    sw = np.sqrt(np.ones(len(p)) if w is None else w)[:, None]
-    A, *_ = np.linalg.lstsq(X * sw, q * sw, rcond=None)
-    return np.vstack([A.T, [0, 0, 1]])
-
-
 @dataclass
 class SceneModel:
     """The correction ``d(p)`` (pre-aligned frame) and how it was chosen.
@@ -152,7 +144,7 @@ def _cross_validate(shifts: WindowShifts, spacing: float, folds: int = 5, seed: 
         tr, te = fold != k, fold == k
         if te.sum() == 0 or tr.sum() < 6:
             continue
-        A = _affine_lsq(p[tr], p[tr] + d[tr], w[tr])
+        A = fit_affine(p[tr], p[tr] + d[tr], w[tr])
         base_te = apply_transform(A, p[te]) - p[te]
         err["affine"].append(np.linalg.norm(d[te] - base_te, axis=1))
         r_tr = d[tr] - (apply_transform(A, p[tr]) - p[tr])
@@ -176,12 +168,12 @@ def fit_scene_model(shifts: WindowShifts, k0: np.ndarray, k1: np.ndarray, kind: 
     if kind not in ("auto", "local"):  # a plane model fitted robustly to all kept matches
         est = estimate_transform(k0, k1, GeometryConfig(model=kind, threshold_px=geometry.threshold_px,
                                                         seed=geometry.seed))
-        A = est.H if est.H is not None else _affine_lsq(shifts.position, shifts.position + shifts.shift)
+        A = est.H if est.H is not None else fit_affine(shifts.position, shifts.position + shifts.shift)
         info.update({"global_inliers": est.n_inliers, "reason": f"{kind} model requested"})
         return SceneModel(kind, A, info=info)
     # the global part of the local model: the windows' shifts (already checked against their neighbours),
     # weighted by their match counts; a robust fit to single matches would follow the field in one region
-    A = _affine_lsq(shifts.position, shifts.position + shifts.shift, shifts.count.astype(float))
+    A = fit_affine(shifts.position, shifts.position + shifts.shift, shifts.count.astype(float))
     if n < min_local:
         info["reason"] = f"{n} windows with tie points, the local model needs {min_local}: affine"
         return SceneModel("affine", A, info=info)

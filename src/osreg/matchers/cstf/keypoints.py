@@ -89,7 +89,11 @@ def detect(img: np.ndarray, mask: np.ndarray | None, max_keypoints: int, scales:
     rank[order] = np.arange(len(order)) - starts
     pick = np.lexsort((-score, rank))[:max_keypoints]
     kk, yy, xx = k[pick], y[pick], x[pick]
-    txx, tyy, txy = (np.array([tensor[i][c][yy[j], xx[j]] for j, i in enumerate(kk)], np.float32) for c in range(3))
+    txx, tyy, txy = (np.zeros(len(pick), np.float32) for _ in range(3))
+    for i in np.unique(kk):  # the tensor at the kept keypoints, one scale at a time
+        at = kk == i
+        jxx, jyy, jxy = tensor[i]
+        txx[at], tyy[at], txy[at] = jxx[yy[at], xx[at]], jyy[yy[at], xx[at]], jxy[yy[at], xx[at]]
     theta = (0.5 * np.arctan2(2 * txy, txx - tyy)) % np.pi
     return Keypoints(np.stack([x[pick], y[pick]], 1).astype(np.float64), sig[k[pick]], theta.astype(np.float64),
                      score[pick].astype(np.float64))
