@@ -13,12 +13,14 @@ from conftest import DEMO_OPTICAL, DEMO_SAR, demo_rotated_case, grid_error, writ
 
 from osreg.errors import InputError
 from osreg.geometry import GeometryConfig, estimate_transform
+from osreg.matchers.base import Matcher
 from osreg.matchers.cfog import CFOGMatcher
 from osreg.matchers.global_search import (
     GlobalSearchConfig,
     GlobalSearchStage,
     _channels,
     _rotation_peaks,
+    fft_size,
     search_hypotheses,
 )
 
@@ -80,13 +82,51 @@ def test_the_half_turn_shortcut_equals_turning_the_sar():
     pad0[-1, :96, :96] = 1
     P0 = sfft.rfft2(pad0, axes=(-2, -1))
     rotations = cfg.rotations()
-    fast = _rotation_peaks(P0, i1, m1, 1.1, r, shape, rotations, cfg, 0.4 * 96 * 96, 1)
-    slow = _rotation_peaks(P0, i1, m1, 1.1, r, shape, rotations, cfg, 0.4 * 96 * 96, 1, half_turn=False)
+    fast = _rotation_peaks(P0, i1, m1, 1.1, r, shape, rotations, cfg, 0.4 * 96 * 96, 1, (96, 96))
+    slow = _rotation_peaks(P0, i1, m1, 1.1, r, shape, rotations, cfg, 0.4 * 96 * 96, 1, (96, 96), half_turn=False)
     assert len(fast) == len(slow) == 72
     assert fast[:36] == slow[:36]  # the first half is turned as before
     for (a, ya, xa), (b, yb, xb) in zip(fast[36:], slow[36:]):
         assert a == pytest.approx(b, abs=0.005) and (ya, xa) == (yb, xb)
     assert np.ptp([p[0] for p in slow]) > 0.05  # the rotations do score differently
+
+
+@pytest.mark.parametrize("k", [0.9, 2.0])
+def test_the_tight_fft_size_finds_the_same_peaks_as_an_unaliased_one(k):
+    """The correlation's FFT leaves out the shifts that can never overlap ``min_overlap`` of the optical image, so it
+    is smaller than ``h0 + cs`` (every shift apart), and the shifts that do overlap that much are still scored alone:
+    every rotation's best score and linear shift equal those at the full size, both halves of the circle, with a SAR
+    that has no-data."""
+    import cv2
+    from scipy import fft as sfft
+
+    opt, sar, mask, _ = demo_rotated_case(-62.0, 0.6)  # the turned SAR has no-data corners
+    cfg = GlobalSearchConfig()
+    i0 = cv2.resize(opt, (96, 80), interpolation=cv2.INTER_AREA)
+    i1 = cv2.resize(sar, (88, 88), interpolation=cv2.INTER_AREA)
+    m1 = cv2.resize(mask.astype(np.uint8), (88, 88), interpolation=cv2.INTER_NEAREST) > 0
+    m0 = np.ones(i0.shape, bool)
+    r = int(np.ceil(k * np.hypot(88, 88) / 2)) + 2
+    cs, need = 2 * r + 1, 0.25 * i0.size  # the SAR is about half no-data
+    tight = fft_size(i0.shape, cs, need)
+    full = (sfft.next_fast_len(80 + cs, real=True), sfft.next_fast_len(96 + cs, real=True))
+    assert tight[0] * tight[1] < 0.9 * full[0] * full[1]
+    peaks = {}
+    for shape in (tight, full):
+        pad0 = np.zeros((cfg.channels + 1, *shape), np.float32)
+        pad0[:-1, :80, :96] = _channels(i0, m0, cfg.channels, cfg.structure_power)
+        pad0[-1, :80, :96] = 1
+        P0 = sfft.rfft2(pad0, axes=(-2, -1))
+        found = _rotation_peaks(P0, i1, m1, k, r, shape, cfg.rotations(), cfg, need, 1, i0.shape)
+        # index -> linear shift, as search_hypotheses reads it
+        peaks[shape] = [(s, y - shape[0] if y > shape[0] - 80 else y, x - shape[1] if x > shape[1] - 96 else x)
+                        for s, y, x in found]
+    assert len(peaks[tight]) == 72
+    for (a, ya, xa), (b, yb, xb) in zip(peaks[tight], peaks[full]):
+        assert a == pytest.approx(b, abs=1e-4)
+        assert (ya, xa) == (yb, xb) or a == -np.inf  # -inf: no shift overlaps enough (its index is arbitrary)
+    scored = [p for p in peaks[full] if np.isfinite(p[0])]
+    assert len(scored) >= 36 and np.ptp([p[0] for p in scored]) > 0.05 and len({p[1:] for p in scored}) > 10
 
 
 def test_the_coarse_descriptor_weights_pixels_by_their_structure():
@@ -199,6 +239,9 @@ class CountingCFOG(CFOGMatcher):
     def __init__(self) -> None:
         super().__init__()
         self.passes = 0
+
+    # every pass goes through match_working (CFOG's own binding would reuse its templates without it)
+    bind_reference = Matcher.bind_reference
 
     def match_working(self, image0, image1, mask0, mask1):
         self.passes += 1

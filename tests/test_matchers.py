@@ -160,6 +160,32 @@ def test_cfog_templates_in_chunks_give_the_same_matches(monkeypatch, demo_optica
     np.testing.assert_allclose(np.median(one.keypoints1 - one.keypoints0, axis=0), [5.5, -3.25], atol=0.3)
 
 
+def test_cfog_bound_to_an_optical_image_matches_as_match_working(demo_optical):
+    """CFOG bound to an optical image keeps its templates' spectra for every SAR image it is matched with (the
+    global search verifies many rectifications of one pair): the same matches as ``match_working``, for two different
+    images 1, one smaller than image 0 (fewer templates fit inside it), and for the base class's default binding."""
+    from osreg.matchers.base import Matcher
+    from osreg.matchers.cfog import CFOGMatcher
+
+    cfog = CFOGMatcher()
+    mask0 = np.ones(demo_optical.shape, bool)
+    mask0[:, :60] = False
+    bound = cfog.bind_reference(demo_optical, mask0)
+    shifted = cv2.warpAffine(demo_optical, np.float32([[1, 0, 5.5], [0, 1, -3.25]]), demo_optical.shape[::-1])
+    turned = cv2.warpAffine(demo_optical, cv2.getRotationMatrix2D((150.0, 150.0), 3.0, 1.0), (300, 330))
+    for image1 in (shifted, turned):
+        a, b = bound(image1, None), cfog.match_working(demo_optical, image1, mask0, None)
+        default = Matcher.bind_reference(cfog, demo_optical, mask0)(image1, None)
+        assert len(a) == len(b) == len(default) > 30
+        for x, y in ((a, b), (default, b)):
+            np.testing.assert_array_equal(x.keypoints0, y.keypoints0)
+            np.testing.assert_array_equal(x.keypoints1, y.keypoints1)
+            np.testing.assert_array_equal(x.confidence, y.confidence)
+        assert a.info["n_templates"] == b.info["n_templates"]
+    assert bound(turned, None).info["n_templates"] < bound(shifted, None).info["n_templates"]
+    assert (bound(shifted, None).keypoints0[:, 0] >= 60).all()  # templates inside mask0 only
+
+
 def test_missing_weights_error_names_where_it_looked(tmp_path):
     from osreg.errors import WeightsNotFoundError
 

@@ -8,7 +8,7 @@ the network; weights come from installed packages or an explicit path.
 Every matcher holds its frozen config as ``self.config`` (with a ``max_side`` field, its working resolution) and
 implements :meth:`Matcher.match_working` on images already at that resolution. Stages that wrap a matcher (the
 rotation/scale search, :mod:`osreg.matchers.search`) use the public pieces of the contract:
-:meth:`Matcher.working_pair`, :meth:`Matcher.match_working`, and the optional :meth:`Matcher.describe_reference` / :meth:`Matcher.coarse_match`
+:meth:`Matcher.working_pair`, :meth:`Matcher.match_working`, :meth:`Matcher.bind_reference`, and the optional :meth:`Matcher.describe_reference` / :meth:`Matcher.coarse_match`
 that a dense matcher overrides to make hypothesis scoring cheap.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import cv2
 import numpy as np
@@ -151,6 +151,14 @@ class Matcher(abc.ABC):
     def match_working(self, image0: np.ndarray, image1: np.ndarray, mask0: np.ndarray | None,
                       mask1: np.ndarray | None) -> MatchResult:
         """Match a pair at working resolution (coordinates in these images; masks may be None)."""
+
+    def bind_reference(self, image0: np.ndarray, mask0: np.ndarray | None
+                       ) -> Callable[[np.ndarray, np.ndarray | None], MatchResult]:
+        """A function ``(image1, mask1) -> MatchResult`` that matches image 0 (at working resolution) with any image
+        1 as :meth:`match_working` does, for a stage that matches one optical image with many rectified SAR images.
+        The default calls :meth:`match_working`; a matcher that can reuse what it computes from image 0 alone
+        overrides it (CFOG keeps its templates' spectra)."""
+        return lambda image1, mask1: self.match_working(image0, image1, mask0, mask1)
 
     def describe_reference(self, image0: np.ndarray, mask0: np.ndarray) -> Any:
         """Features of the optical image that :meth:`coarse_match` can reuse for every hypothesis of a search

@@ -100,16 +100,56 @@ class CFOGMatcher(Matcher):
     def match_working(self, image0, image1, mask0, mask1) -> MatchResult:
         return self.match_described(image0, mask0, self.describe(image0), self.describe(image1))
 
+    def bind_reference(self, image0: np.ndarray, mask0: np.ndarray | None):
+        """Image 0's channels, template centres and template spectra, computed once for every image 1 it is matched
+        with (the same matches as :meth:`match_working`)."""
+        bank = _TemplateBank(self.config, image0, mask0, self.describe(image0), keep_spectra=True)
+        return lambda image1, mask1: bank.match(self.describe(image1))
+
     def match_described(self, image0: np.ndarray, mask0: np.ndarray | None, d0: np.ndarray, d1: np.ndarray
                         ) -> MatchResult:
         """Template matching of the CFOG channels ``d0`` of image 0 (templates on its textured points, inside
         ``mask0``) in the channels ``d1`` of image 1 (at working resolution; channels from :meth:`describe`, so
         that a caller matching the same image 0 several times describes it once)."""
-        cfg = self.config
-        half = (cfg.template_size + 1) // 2
-        r = cfg.search_radius
+        return _TemplateBank(self.config, image0, mask0, d0).match(d1)
+
+
+class _TemplateBank:
+    """The templates of image 0 (centres on its textured points inside ``mask0``) and what matching them needs from
+    image 0 alone: their spectra (kept for later images 1 with ``keep_spectra``) and squared norms."""
+
+    def __init__(self, cfg: CFOGConfig, image0: np.ndarray, mask0: np.ndarray | None, d0: np.ndarray,
+                 keep_spectra: bool = False) -> None:
+        self.cfg, self.d0 = cfg, d0
+        self.half = (cfg.template_size + 1) // 2
+        self.pts = _select_points(image0, mask0, cfg, self.half)
+        self.size = sfft.next_fast_len(2 * self.half + 2 * cfg.search_radius, real=True)
+        self.spectra: np.ndarray | None = None
+        if keep_spectra and len(self.pts):
+            chunk = self._chunk()
+            self.spectra = np.concatenate([self._spectra(self.pts[i:i + chunk])
+                                           for i in range(0, len(self.pts), chunk)], axis=1)
+
+    def _chunk(self) -> int:
+        # templates in chunks of about CHUNK_BYTES of search windows: the same values, but a chunk's windows and
+        # spectra stay in cache (all 256 templates at once are ~85 MB of windows and twice that of spectra)
+        return max(1, int(CHUNK_BYTES // (self.d0.shape[0] * self.size * self.size * 4)))
+
+    def _templates(self, pts: np.ndarray) -> np.ndarray:
+        t = 2 * self.half
+        return sliding_window_view(self.d0, (t, t), axis=(1, 2))[:, pts[:, 1] - self.half, pts[:, 0] - self.half]
+
+    def _spectra(self, pts: np.ndarray) -> np.ndarray:
+        """``(C, P, size, size // 2 + 1)`` conjugate spectra of the templates centred on ``pts``."""
+        workers = max(1, cv2.getNumThreads())
+        ft = sfft.rfft2(self._templates(pts), s=(self.size, self.size), axes=(-2, -1), workers=workers)
+        return np.conjugate(ft, out=ft)
+
+    def match(self, d1: np.ndarray) -> MatchResult:
+        """Search every template within ``search_radius`` of its position in image 1's channels ``d1``."""
+        cfg, half, r = self.cfg, self.half, self.cfg.search_radius
         h1, w1 = d1.shape[1:]
-        pts = _select_points(image0, mask0, cfg, half)
+        pts = self.pts
         # a template needs its whole search window inside image 1
         ok = (
             (pts[:, 0] - half - r >= 0)
@@ -117,17 +157,20 @@ class CFOGMatcher(Matcher):
             & (pts[:, 0] + half + r <= w1)
             & (pts[:, 1] + half + r <= h1)
         ) if len(pts) else np.zeros(0, bool)
-        pts = pts[ok]
+        idx = np.flatnonzero(ok)
+        pts = pts[idx]
         if len(pts) == 0:
             return MatchResult.empty(n_templates=0)
         n_shift = 2 * r + 1
-        size = sfft.next_fast_len(2 * half + 2 * r, real=True)
         workers = max(1, cv2.getNumThreads())  # the thread count the CLI / benchmark set (--threads)
-        # templates in chunks of about CHUNK_BYTES of search windows: the same values, but a chunk's windows and
-        # spectra stay in cache (all 256 templates at once are ~85 MB of windows and twice that of spectra)
-        chunk = max(1, int(CHUNK_BYTES // (d0.shape[0] * size * size * 4)))
-        ssd = np.concatenate([_ssd(d0, d1, pts[i:i + chunk], half, r, size, workers)
-                              for i in range(0, len(pts), chunk)])
+        chunk = self._chunk()
+        parts = []
+        for i in range(0, len(pts), chunk):
+            sel = pts[i:i + chunk]
+            ft = self.spectra[:, idx[i:i + chunk]] if self.spectra is not None else self._spectra(sel)
+            t2 = np.einsum("cpyx,cpyx->p", *(2 * [self._templates(sel)]))
+            parts.append(_ssd(ft, t2, d1, sel, half, r, self.size, workers))
+        ssd = np.concatenate(parts)
         # the best shift of every template; one on the border of the search window is not a real peak
         n = np.arange(len(pts))
         iy, ix = np.divmod(ssd.reshape(len(pts), -1).argmin(1), n_shift)
@@ -150,27 +193,25 @@ class CFOGMatcher(Matcher):
         return MatchResult(k0, k1, np.clip(conf, 0, 1), info)
 
 
-def _ssd(d0: np.ndarray, d1: np.ndarray, pts: np.ndarray, half: int, r: int, size: int, workers: int) -> np.ndarray:
-    """``(P, 2 r + 1, 2 r + 1)`` sum of squared differences between the ``2 half`` px templates of ``d0`` centred on
-    ``pts`` and ``d1`` at every shift within ``r`` px (FFT correlation plus integral images)."""
+def _ssd(ft: np.ndarray, t2: np.ndarray, d1: np.ndarray, pts: np.ndarray, half: int, r: int, size: int,
+         workers: int) -> np.ndarray:
+    """``(P, 2 r + 1, 2 r + 1)`` sum of squared differences between the ``2 half`` px templates centred on ``pts``
+    (conjugate spectra ``ft`` at FFT size ``size``, squared norms ``t2``) and ``d1`` at every shift within ``r`` px
+    (FFT correlation plus integral images)."""
     t = 2 * half
     L = t + 2 * r
     n_shift = 2 * r + 1
     xs, ys = pts[:, 0], pts[:, 1]
-    # windows by fancy indexing of strided views, one contiguous copy each: (C, P, t, t) and (C, P, L, L)
-    tmpl = sliding_window_view(d0, (t, t), axis=(1, 2))[:, ys - half, xs - half]
+    # search windows by fancy indexing of a strided view, one contiguous copy: (C, P, L, L)
     srch = sliding_window_view(d1, (L, L), axis=(1, 2))[:, ys - half - r, xs - half - r]
     fs = sfft.rfft2(srch, s=(size, size), axes=(-2, -1), workers=workers)
-    ft = sfft.rfft2(tmpl, s=(size, size), axes=(-2, -1), workers=workers)
-    fs *= np.conjugate(ft, out=ft)
-    del ft
+    fs *= ft
     corr = sfft.irfft2(fs.sum(axis=0), s=(size, size), axes=(-2, -1), workers=workers)
     corr = corr[:, :n_shift, :n_shift]
     # sum over the window of |S|^2 at every shift (integral image), |T|^2 is a constant per template
     s2 = np.einsum("cpyx,cpyx->pyx", srch, srch)
     ii = np.pad(s2.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
     win = ii[:, t:, t:] - ii[:, :-t, t:] - ii[:, t:, :-t] + ii[:, :-t, :-t]
-    t2 = np.einsum("cpyx,cpyx->p", tmpl, tmpl)
     return np.maximum(win[:, :n_shift, :n_shift] - 2 * corr + t2[:, None, None], 0.0).astype(np.float64)
 
 

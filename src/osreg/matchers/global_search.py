@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -190,9 +191,39 @@ def _turn(k: float, degrees: float) -> np.ndarray:
     return k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
 
 
+def _least_overlap(need: float, optical_shape: tuple[int, int], cs: int) -> tuple[int, int]:
+    """The fewest rows and columns a shift of the ``cs`` px canvas over the optical image (``optical_shape``) must
+    overlap to reach ``need`` px of overlap at all (a shift overlapping ``oy`` rows overlaps at most ``oy * w0`` px)."""
+    h0, w0 = optical_shape
+    my = min(max(1, math.ceil(need / w0)), h0, cs)
+    mx = min(max(1, math.ceil(need / h0)), w0, cs)
+    return my, mx
+
+
+def fft_size(optical_shape: tuple[int, int], cs: int, need: float) -> tuple[int, int]:
+    """The padded FFT size for correlating a ``cs`` px square canvas with the optical image: large enough that no
+    shift that can overlap ``need`` px is aliased with another shift that overlaps at all (a shift ``t`` lands on
+    index ``t mod N``; the linear shifts overlapping at least ``m`` rows span ``cs + h0 - 2 m + 1``, and their aliases
+    miss the support of ``cs + h0 - 1`` shifts when ``N >= cs + h0 - m``), which saves the ``m`` rows and columns of
+    shifts that could never be scored."""
+    my, mx = _least_overlap(need, optical_shape, cs)
+    h0, w0 = optical_shape
+    return sfft.next_fast_len(cs + h0 - my, real=True), sfft.next_fast_len(cs + w0 - mx, real=True)
+
+
+def _scored_shifts(n: int, size: int, cs: int, m: int, turned: bool) -> np.ndarray:
+    """Per index of one axis of the circular correlation (``n`` long), whether it holds a linear shift ``t`` with at
+    least ``m`` rows (columns) of overlap, ``t`` in ``[m - size, cs - m]`` for an optical side ``size``. A turned
+    canvas's index ``i`` is a convolution: its shift is ``cs - 1 - i``."""
+    i = np.arange(n)
+    t = (cs - 1 - i) % n if turned else i
+    t = np.where(t > cs - m, t - n, t)
+    return (t >= m - size) & (t <= cs - m)
+
+
 def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: int, shape: tuple[int, int],
                     rotations: np.ndarray, config: GlobalSearchConfig, need: float, workers: int,
-                    half_turn: bool = True) -> list[tuple[float, int, int]]:
+                    optical_shape: tuple[int, int], half_turn: bool = True) -> list[tuple[float, int, int]]:
     """Best score and shift (row, column of the circular correlation) of every rotation at one scale.
 
     Args:
@@ -200,9 +231,11 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
         i1, m1: the SAR and its mask at the level's pixel size for this scale.
         k: SAR level px -> optical level px.
         r: the canvas the SAR is turned into is ``2 r + 1`` px square, centred on the SAR's centre.
-        shape: the padded FFT size.
+        shape: the padded FFT size (at least :func:`fft_size`; indices of shifts that cannot overlap ``need`` px are
+            not scored, so that their aliases never count).
         rotations: degrees over the full circle, evenly spaced.
         need: the least overlap (px) a shift must have to be scored.
+        optical_shape: the optical image's size at the level (rows, columns).
         half_turn: derive the second half of an even number of rotations from the first (see below; equal to
             turning the SAR up to the warp's rounding).
     """
@@ -211,6 +244,10 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
     c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
     cs = 2 * r + 1
     F0 = np.conj(P0)
+    my, mx = _least_overlap(need, optical_shape, cs)
+    # per half (direct, turned): the indices no shift with enough overlap lands on
+    unscored = [~(_scored_shifts(Hh, optical_shape[0], cs, my, turned)[:, None]
+                  & _scored_shifts(Ww, optical_shape[1], cs, mx, turned)[None, :]) for turned in (False, True)]
     # a half turn of the SAR only flips its canvas (the channels are absolute gradients, orientation modulo 180
     # degrees): y[n] = x[cs - 1 - n] in every axis, whose correlation with the optical channels at shift t is
     # their convolution with x at cs - 1 - t; the second half of the circle costs no warps, channels or forward
@@ -236,8 +273,10 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
             num = sfft.irfft2(_channel_products(spec[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
                               workers=workers)
             area = sfft.irfft2(spec[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
-            num /= np.maximum(area, 1.0)
-            num[area <= need] = -np.inf
+            bad = area < math.floor(need) + 0.5  # areas are pixel counts up to the FFT's round-off: <= need
+            bad |= unscored[turned]
+            num /= np.maximum(area, 1.0, out=area)
+            np.copyto(num, -np.inf, where=bad)
             for j, at in enumerate(num.reshape(len(ids), -1).argmax(axis=1)):
                 ty, tx = divmod(int(at), Ww)
                 best = float(num[j, ty, tx])
@@ -287,12 +326,12 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
         c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
         r = int(np.ceil(k * math.hypot(w1, h1) / 2)) + 2
         cs = 2 * r + 1
-        Hh, Ww = sfft.next_fast_len(h0 + cs, real=True), sfft.next_fast_len(w0 + cs, real=True)
+        Hh, Ww = fft_size((h0, w0), cs, need)
         pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
         pad0[:-1, :h0, :w0] = A0
         pad0[-1, :h0, :w0] = M0
         P0 = sfft.rfft2(pad0, axes=(-2, -1), workers=workers)
-        peaks = _rotation_peaks(P0, i1, m1, k, r, (Hh, Ww), rotations, config, need, workers)
+        peaks = _rotation_peaks(P0, i1, m1, k, r, (Hh, Ww), rotations, config, need, workers, (h0, w0))
         for th, (best, ty, tx) in zip(rotations, peaks):
             if not np.isfinite(best):
                 continue
@@ -361,7 +400,7 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
         del stack
         num = sfft.irfft2(_channel_products(F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
         area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
-        scores.append(np.where(area > need, num / np.maximum(area, 1.0), -np.inf))
+        scores.append(np.where(area > math.floor(need) + 0.5, num / np.maximum(area, 1.0), -np.inf))
         del G, num, area
     score = np.concatenate(scores)
     # shifts t in [-radius, radius]: optical (padded) px x meets warped px x + t
@@ -422,10 +461,10 @@ class GlobalSearchStage(Stage):
         else:
             self._verifier = inner
 
-    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray | None, matcher: Matcher | None = None
-                ) -> tuple | None:
-        """Run the verifier (or ``matcher``) on the SAR rectified by W (optical px -> SAR px; None: the pair as
-        given, not warped at all; a pure integer shift moves the SAR without resampling it).
+    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray | None, run: Callable) -> tuple | None:
+        """Match with ``run`` (a matcher bound to the optical image, :meth:`Matcher.bind_reference`) the SAR rectified
+        by W (optical px -> SAR px; None: the pair as given, not warped at all; a pure integer shift moves the SAR
+        without resampling it).
 
         Returns:
             (rank key, matches with keypoints1 in rectified px, their homography, the transform used: rectified px
@@ -442,19 +481,20 @@ class GlobalSearchStage(Stage):
             r, rm = rectify(image1, mask1, W, image0.shape)
         if rm.sum() < 0.05 * rm.size:
             return None
-        res = (matcher or self._verifier).match_working(image0, r.astype(np.float32, copy=False), mask0, rm)
+        res = run(r.astype(np.float32, copy=False), rm)
         est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
         if est.H is None:
             return None
         verdict = judge(est, res.keypoints0, mask0, images=(image0, r, rm))
         return (verdict.good, est.n_inliers), res, est.H, W
 
-    def _choose(self, image0, mask0, image1, mask1, info: dict) -> tuple[tuple | None, int | str | None]:
+    def _choose(self, image0, mask0, image1, mask1, info: dict, run: Callable
+                ) -> tuple[tuple | None, int | str | None]:
         """The verified candidate the search chooses (None when none can be fitted) and its rank ("as given": the
-        pair as given)."""
+        pair as given); ``run``: the verifier bound to the optical image."""
         # the pair as given first: images of one place are often nearly aligned already, and then the matcher's
         # own result is kept as it is (no resampling, no search)
-        best = self._verify(image0, mask0, image1, mask1, None)
+        best = self._verify(image0, mask0, image1, mask1, None, run)
         chosen: int | str | None = "as given" if best is not None else None
         if self._strong(best):
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
@@ -464,7 +504,7 @@ class GlobalSearchStage(Stage):
         if len(hyps) > 1:
             info["peak_margin"] = round(hyps[0].score / max(hyps[1].score, 1e-6), 4)
         info["hypotheses_verified"] = 0
-        best, chosen = self._verify_ranked(image0, mask0, image1, mask1, hyps, 0, best, chosen, info)
+        best, chosen = self._verify_ranked(image0, mask0, image1, mask1, hyps, 0, best, chosen, info, run)
         if self.config.escalate_side > self.config.coarse_side and not self._strong(best):
             # nothing confirmed with accept_inliers inliers, not even the pair as given (which the verdict may trust
             # with fewer): the right hypothesis may not be among the coarse level's best; search at a finer level
@@ -472,7 +512,8 @@ class GlobalSearchStage(Stage):
             more = search_hypotheses(image0, mask0, image1, mask1, self.config.escalated())
             more = [h for h in more if not any(_same_place(h.H, g.H, image0.shape) for g in hyps)]
             info["escalated_candidates"] = _summary(more)
-            best, chosen = self._verify_ranked(image0, mask0, image1, mask1, more, len(hyps), best, chosen, info)
+            best, chosen = self._verify_ranked(image0, mask0, image1, mask1, more, len(hyps), best, chosen, info,
+                                               run)
         info["chosen"] = chosen
         if best is None:
             return None, None
@@ -482,7 +523,7 @@ class GlobalSearchStage(Stage):
         info["confirmed"] = self._trusted(best, chosen)
         if chosen != "as given":
             for _ in range(self.config.refine_passes):  # rectify again with the chosen candidate's own fit
-                out = self._verify(image0, mask0, image1, mask1, W @ F)
+                out = self._verify(image0, mask0, image1, mask1, W @ F, run)
                 if out is None or out[0][0] < key[0]:  # keep the earlier pass unless this one is trusted as well
                     break
                 key, res, F, W = out
@@ -498,12 +539,13 @@ class GlobalSearchStage(Stage):
         return best is not None and bool(best[0][0]) and (chosen == "as given" or self._strong(best))
 
     def _verify_ranked(self, image0, mask0, image1, mask1, hyps: list[Hypothesis], first: int, best: tuple | None,
-                       chosen: int | str | None, info: dict) -> tuple[tuple | None, int | str | None]:
+                       chosen: int | str | None, info: dict, run: Callable
+                       ) -> tuple[tuple | None, int | str | None]:
         """Verify ``hyps`` best first (their ranks counted from ``first``), stopping at the first one trusted with
         ``accept_inliers`` inliers; returns the best of them and ``best`` with its rank."""
         for rank, hyp in enumerate(hyps, start=first):
             info["hypotheses_verified"] = rank + 1
-            out = self._verify(image0, mask0, image1, mask1, hyp.H)
+            out = self._verify(image0, mask0, image1, mask1, hyp.H, run)
             if out is None:
                 continue
             if best is None or out[0] > best[0]:
@@ -518,14 +560,15 @@ class GlobalSearchStage(Stage):
         wrapped matcher's pass on the chosen rectification (refined by the verifier's fit) is the answer, unless its
         pass on the pair as given ranks higher. A searched result is confirmed only if the verifier confirmed the
         choice and the verdict trusts the wrapped matcher's pass."""
-        own = self._verify(image0, mask0, image1, mask1, None, self.inner)
+        inner = self.inner.bind_reference(image0, mask0)
+        own = self._verify(image0, mask0, image1, mask1, None, inner)
         if self._strong(own):
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
             return own
-        best, chosen = self._choose(image0, mask0, image1, mask1, info)
+        best, chosen = self._choose(image0, mask0, image1, mask1, info, self._verifier.bind_reference(image0, mask0))
         if best is not None and chosen != "as given":
             key, res, F, W = best
-            best = self._verify(image0, mask0, image1, mask1, W @ F, self.inner)
+            best = self._verify(image0, mask0, image1, mask1, W @ F, inner)
             info["confirmed"] = bool(info.get("confirmed") and best is not None and best[0][0])
         else:
             best = None
@@ -540,7 +583,7 @@ class GlobalSearchStage(Stage):
         info: dict = {"kind": "global", "accept_inliers": self.config.accept_inliers,
                       "verifier": self.config.verifier}
         if self._verifier is self.inner:
-            best, chosen = self._choose(image0, mask0, image1, mask1, info)
+            best, chosen = self._choose(image0, mask0, image1, mask1, info, self.inner.bind_reference(image0, mask0))
         else:
             best = self._with_verifier(image0, mask0, image1, mask1, info)
         if best is None:
