@@ -86,7 +86,7 @@ class GlobalSearchConfig(DictConfig):
     rotation_step: float = 5.0
     min_scale: float = 0.5
     max_scale: float = 2.0
-    scales_per_octave: int = 4
+    scales_per_octave: int = 8
     channels: int = 6
     min_overlap: float = 0.4
     candidates: int = 10
