@@ -125,10 +125,12 @@ class _TemplateBank:
         self.pts = _select_points(image0, mask0, cfg, self.half)
         self.size = sfft.next_fast_len(2 * self.half + 2 * cfg.search_radius, real=True)
         self.spectra: np.ndarray | None = None
+        self.norms: np.ndarray | None = None
         if keep_spectra and len(self.pts):
             chunk = self._chunk()
-            self.spectra = np.concatenate([self._spectra(self.pts[i:i + chunk])
-                                           for i in range(0, len(self.pts), chunk)], axis=1)
+            parts = [self.pts[i:i + chunk] for i in range(0, len(self.pts), chunk)]
+            self.spectra = np.concatenate([self._spectra(p) for p in parts], axis=1)
+            self.norms = np.concatenate([self._norms(p) for p in parts])
 
     def _chunk(self) -> int:
         # templates in chunks of about CHUNK_BYTES of search windows: the same values, but a chunk's windows and
@@ -138,6 +140,11 @@ class _TemplateBank:
     def _templates(self, pts: np.ndarray) -> np.ndarray:
         t = 2 * self.half
         return sliding_window_view(self.d0, (t, t), axis=(1, 2))[:, pts[:, 1] - self.half, pts[:, 0] - self.half]
+
+    def _norms(self, pts: np.ndarray) -> np.ndarray:
+        """``(P,)`` squared norms of the templates centred on ``pts``."""
+        tmpl = self._templates(pts)
+        return np.einsum("cpyx,cpyx->p", tmpl, tmpl)
 
     def _spectra(self, pts: np.ndarray) -> np.ndarray:
         """``(C, P, size, size // 2 + 1)`` conjugate spectra of the templates centred on ``pts``."""
@@ -167,8 +174,10 @@ class _TemplateBank:
         parts = []
         for i in range(0, len(pts), chunk):
             sel = pts[i:i + chunk]
-            ft = self.spectra[:, idx[i:i + chunk]] if self.spectra is not None else self._spectra(sel)
-            t2 = np.einsum("cpyx,cpyx->p", *(2 * [self._templates(sel)]))
+            if self.spectra is not None and self.norms is not None:
+                ft, t2 = self.spectra[:, idx[i:i + chunk]], self.norms[idx[i:i + chunk]]
+            else:
+                ft, t2 = self._spectra(sel), self._norms(sel)
             parts.append(_ssd(ft, t2, d1, sel, half, r, self.size, workers))
         ssd = np.concatenate(parts)
         # the best shift of every template; one on the border of the search window is not a real peak
