@@ -1,7 +1,7 @@
 """Choose CSTF's min_confidence on volkov *training* pairs (never the held-out ones): for residual deformations of
 training crops, the share of kept matches within 3 px of the truth and the matches kept per crop, per threshold.
 
-    python scripts/calibrate_cstf.py runs/cstf/last.pt --data ../shared/data
+    python scripts/calibrate_cstf.py runs/cstf_v2/last.pt --data ../shared/data
 """
 
 from __future__ import annotations

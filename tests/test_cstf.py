@@ -152,6 +152,25 @@ def test_a_short_training_run_lowers_the_loss_and_resumes(tmp_path):
     assert torch.load(last, weights_only=True)["step"] == 45
 
 
+def test_both_encoders_learn_from_the_first_step():
+    """The maps correlate the optical encoder's learned features with the SAR encoder's: initialised at exactly zero,
+    each one's gradient is the other (zero) and neither would ever train (the step-800 weights of 2026-12-01 had
+    learned parts of exactly zero). Every encoder layer must get a gradient from the first batch."""
+    from osreg.train.train_cstf import compute_losses
+
+    opt, sar = demo_images()
+    o = torch.from_numpy(np.ascontiguousarray(opt[:192, :192]))[None, None].float()
+    s = torch.from_numpy(np.ascontiguousarray(sar[:192, :192]))[None, None].float()
+    torch.manual_seed(0)
+    model = CSTFNet(PRESETS["tiny"]).train()
+    lce, lsub, _ = compute_losses(model, o, s, torch.ones(1, 192, 192, dtype=torch.bool), torch.eye(3)[None],
+                                  np.random.default_rng(0), negatives=False)
+    (lce + 0.1 * lsub).backward()
+    for enc in (model.encoder0, model.encoder1):
+        grads = [p.grad for p in enc.net.parameters() if p.ndim > 1]
+        assert all(g is not None and float(g.abs().max()) > 0 for g in grads)
+
+
 def test_cstf_is_a_method_of_every_command(tmp_path):
     setup = method_setup("cstf", {"max_keypoints": "64"})
     assert setup.search == "auto" and dict(setup.options)["max_keypoints"] == 64

@@ -23,6 +23,7 @@ from torch import nn
 from osreg.matchers.cstf.config import CSTFConfig
 
 N_REGIONS = 4  # the quadrants of the template
+LEARNED_INIT_STD = 0.004  # the learned part's last weights at initialisation (its norm ~0.1 of the fixed part's)
 MAPS_CHUNK = 128  # keypoints per chunk of correspondence maps (a cache-size choice; no effect on values)
 
 
@@ -36,7 +37,9 @@ class Encoder(nn.Module):
 
     The feature is the concatenation of a learned part and a fixed one: the oriented-gradient channels, made
     zero-mean across orientations and averaged over 5 x 5 pixels (a CFOG-like descriptor). The learned part starts
-    at zero, so an untrained network already compares CFOG-like structure, and training adds what that misses.
+    small (about a tenth of the feature's norm), so an untrained network mostly compares CFOG-like structure, and
+    training adds what that misses. Small, not zero: the maps correlate the optical encoder's learned part with the
+    SAR encoder's, and when both are exactly zero each one's gradient is the other, zero, so neither ever trains.
     """
 
     def __init__(self, cfg: CSTFConfig) -> None:
@@ -44,7 +47,7 @@ class Encoder(nn.Module):
         c1, c2 = cfg.channels
         self.net = nn.Sequential(_block(1 + cfg.n_orientations, c1), _block(c1, c2, stride=2), _block(c2, c2),
                                  _block(c2, c2, dilation=2), nn.Conv2d(c2, cfg.dim, 1))
-        nn.init.zeros_(self.net[-1].weight)
+        nn.init.normal_(self.net[-1].weight, std=LEARNED_INIT_STD)
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
