@@ -124,13 +124,11 @@ class _TemplateBank:
         self.half = (cfg.template_size + 1) // 2
         self.pts = _select_points(image0, mask0, cfg, self.half)
         self.size = sfft.next_fast_len(2 * self.half + 2 * cfg.search_radius, real=True)
-        self.spectra: np.ndarray | None = None
-        self.norms: np.ndarray | None = None
+        self.kept: tuple[np.ndarray, np.ndarray] | None = None  # every template's spectra and norms (keep_spectra)
         if keep_spectra and len(self.pts):
             chunk = self._chunk()
-            parts = [self.pts[i:i + chunk] for i in range(0, len(self.pts), chunk)]
-            self.spectra = np.concatenate([self._spectra(p) for p in parts], axis=1)
-            self.norms = np.concatenate([self._norms(p) for p in parts])
+            parts = [self._prepared(self.pts[i:i + chunk]) for i in range(0, len(self.pts), chunk)]
+            self.kept = (np.concatenate([f for f, _ in parts], axis=1), np.concatenate([t2 for _, t2 in parts]))
 
     def _chunk(self) -> int:
         # templates in chunks of about CHUNK_BYTES of search windows: the same values, but a chunk's windows and
@@ -141,16 +139,13 @@ class _TemplateBank:
         t = 2 * self.half
         return sliding_window_view(self.d0, (t, t), axis=(1, 2))[:, pts[:, 1] - self.half, pts[:, 0] - self.half]
 
-    def _norms(self, pts: np.ndarray) -> np.ndarray:
-        """``(P,)`` squared norms of the templates centred on ``pts``."""
+    def _prepared(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, P, size, size // 2 + 1)`` conjugate spectra and ``(P,)`` squared norms of the templates centred on
+        ``pts`` (the templates gathered once for both)."""
         tmpl = self._templates(pts)
-        return np.einsum("cpyx,cpyx->p", tmpl, tmpl)
-
-    def _spectra(self, pts: np.ndarray) -> np.ndarray:
-        """``(C, P, size, size // 2 + 1)`` conjugate spectra of the templates centred on ``pts``."""
         workers = max(1, cv2.getNumThreads())
-        ft = sfft.rfft2(self._templates(pts), s=(self.size, self.size), axes=(-2, -1), workers=workers)
-        return np.conjugate(ft, out=ft)
+        ft = sfft.rfft2(tmpl, s=(self.size, self.size), axes=(-2, -1), workers=workers)
+        return np.conjugate(ft, out=ft), np.einsum("cpyx,cpyx->p", tmpl, tmpl)
 
     def match(self, d1: np.ndarray) -> MatchResult:
         """Search every template within ``search_radius`` of its position in image 1's channels ``d1``."""
@@ -174,10 +169,10 @@ class _TemplateBank:
         parts = []
         for i in range(0, len(pts), chunk):
             sel = pts[i:i + chunk]
-            if self.spectra is not None and self.norms is not None:
-                ft, t2 = self.spectra[:, idx[i:i + chunk]], self.norms[idx[i:i + chunk]]
+            if self.kept is not None:
+                ft, t2 = self.kept[0][:, idx[i:i + chunk]], self.kept[1][idx[i:i + chunk]]
             else:
-                ft, t2 = self._spectra(sel), self._norms(sel)
+                ft, t2 = self._prepared(sel)
             parts.append(_ssd(ft, t2, d1, sel, half, r, self.size, workers))
         ssd = np.concatenate(parts)
         # the best shift of every template; one on the border of the search window is not a real peak
