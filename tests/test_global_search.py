@@ -236,8 +236,8 @@ def test_the_pair_as_given_is_kept_when_the_matcher_trusts_it():
 class CountingCFOG(CFOGMatcher):
     """CFOG that counts its passes and marks its matches as its own."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
         self.passes = 0
 
     # every pass goes through match_working (CFOG's own binding would reuse its templates without it)
@@ -269,6 +269,26 @@ def test_a_cfog_verifier_leaves_two_passes_to_the_wrapped_matcher():
     inner = CountingCFOG()
     res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog")).match(opt, sar, None, mask)
     assert inner.passes == 1 and res.info["search"]["chosen"] == "as given" and fit_error(res, D) < 3.0
+
+
+def test_a_pair_as_given_that_only_the_verifier_trusts_is_matched_again_on_its_rectification():
+    """verifier=cfog on a pair shifted by more than the wrapped matcher reaches (CSTF's radius is 16 px, and lzk's
+    "aligned" pairs are 15-37 px apart): the wrapped matcher's pass on the pair as given is not trusted, CFOG's is,
+    and the answer is the wrapped matcher's pass on the pair rectified by CFOG's fit, not its untrusted first pass."""
+    import cv2
+
+    opt, sar, mask, _ = demo_rotated_case(0.0, 1.0)
+    D = np.array([[1.0, 0, 14], [0, 1, -11], [0, 0, 1]])  # optical px -> SAR px
+    shifted = cv2.warpAffine(sar, D[:2], sar.shape[::-1], flags=cv2.INTER_LINEAR)
+    smask = cv2.warpAffine(mask.astype(np.uint8), D[:2], sar.shape[::-1], flags=cv2.INTER_NEAREST) > 0
+    inner = CountingCFOG(search_radius=4)
+    assert fit_error(inner.match(opt, shifted, None, smask), D) > 5  # out of its reach as given
+    inner.passes = 0
+    res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog")).match(opt, shifted, None, smask)
+    info = res.info["search"]
+    assert inner.passes == 2 and res.info["counted"] is True
+    assert info["chosen"] == "as given" and info["hypotheses_verified"] == 0 and info["confirmed"] is True
+    assert fit_error(res, D) < 2.0
 
 
 def test_global_search_config_is_checked():
