@@ -96,6 +96,54 @@ def test_correspondence_maps_and_classes_have_the_documented_shapes(monkeypatch)
     assert is_match.tolist() == [True, False]
 
 
+def test_the_sar_keypoint_channel_follows_its_definition():
+    """The prior channel: per optical keypoint and candidate, the sum over nearby SAR keypoints of a Gaussian of
+    their distance, weighted by scale agreement (computed as a product of x and y Gaussians: checked against the
+    definition, one candidate and one SAR keypoint at a time)."""
+    from osreg.matchers.cstf.model import keypoint_prior
+
+    rng = np.random.default_rng(3)
+    xy0 = rng.uniform(20, 100, (6, 2))
+    scale0 = rng.uniform(1.6, 6.0, 6)
+    kp1 = np.vstack([rng.uniform(0, 120, (40, 2)), [[500.0, 500.0]]])  # the last one far from every keypoint
+    s1 = rng.uniform(1.6, 6.0, 41)
+    steps = np.arange(-6, 7, 2, dtype=np.float32)
+    got = keypoint_prior(xy0, steps, scale0, kp1, s1)
+    assert got.shape == (6, 7, 7) and got.dtype == np.float32
+    want = np.zeros((6, 7, 7))
+    for n in range(6):
+        for i, dy in enumerate(steps):
+            for j, dx in enumerate(steps):
+                c = xy0[n] + [dx, dy]
+                for q, sq in zip(kp1, s1):
+                    if np.hypot(*(q - xy0[n])) <= (6 + 4.5) * np.sqrt(2):  # the reach: lattice + 3 sigma
+                        want[n, i, j] += np.exp(-((c - q) ** 2).sum() / 4.5) * np.exp(-np.log(sq / scale0[n]) ** 2 / 0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert got.max() > 0.5  # some candidates do sit on SAR keypoints
+    assert not keypoint_prior(xy0, steps, scale0, np.zeros((0, 2)), np.zeros(0)).any()
+
+
+def test_the_detections_side_by_side_give_the_same_matches(tmp_path):
+    """With more than one thread the two images' keypoints are detected concurrently: the same matches as one
+    after the other."""
+    import cv2
+
+    model = load_cstf(tiny_checkpoint(tmp_path / "t.pt"))
+    img0, img1 = demo_images()
+    before = cv2.getNumThreads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            cv2.setNumThreads(threads)
+            runs.append(match_pair(model, img0, img1, None, None))
+    finally:
+        cv2.setNumThreads(before)
+    one, two = runs
+    assert len(one) > 0 and one.info == two.info
+    np.testing.assert_array_equal(one.keypoints0, two.keypoints0)
+    np.testing.assert_array_equal(one.keypoints1, two.keypoints1)
+
+
 def test_no_keypoint_or_no_match_is_an_empty_result(tmp_path):
     model = load_cstf(tiny_checkpoint(tmp_path / "t.pt"))
     flat = np.zeros((128, 128), np.float32)

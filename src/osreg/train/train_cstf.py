@@ -59,8 +59,7 @@ def _item_targets(xy0: np.ndarray, H: np.ndarray, valid: np.ndarray, cfg: CSTFCo
 
 def item_logits(model: CSTFNet, f0, f1, size, kp0, kp1) -> torch.Tensor:
     xy0 = torch.from_numpy(kp0.xy).float()
-    cand = (xy0[:, None, None] + model.candidate_offsets()[None]).numpy()
-    prior = torch.from_numpy(keypoint_prior(cand, kp0.scale, kp1.xy, kp1.scale))
+    prior = torch.from_numpy(keypoint_prior(kp0.xy, model.candidate_steps(), kp0.scale, kp1.xy, kp1.scale))
     maps = model.correspondence_maps(f0, f1, size, size, xy0, xy0, prior)
     return model.head(maps)
 

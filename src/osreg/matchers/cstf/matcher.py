@@ -9,8 +9,10 @@ decides there is none.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -42,14 +44,20 @@ def match_pair(model: CSTFNet, img0: np.ndarray, img1: np.ndarray, mask0: np.nda
                mask1: np.ndarray | None, max_keypoints: int | None = None) -> MatchResult:
     """CSTF matches of two pre-aligned images (pixels of both), possibly empty."""
     cfg = model.cfg
-    kp0 = detect(img0, mask0, max_keypoints or cfg.max_keypoints, cfg.keypoint_scales)
-    kp1 = detect(img1, mask1, 2 * (max_keypoints or cfg.max_keypoints), cfg.keypoint_scales)
+    n = max_keypoints or cfg.max_keypoints
+    if cv2.getNumThreads() > 1:  # OpenCV and numpy release the GIL: the two detections run side by side
+        with ThreadPoolExecutor(1) as pool:
+            later = pool.submit(detect, img1, mask1, 2 * n, cfg.keypoint_scales)
+            kp0 = detect(img0, mask0, n, cfg.keypoint_scales)
+            kp1 = later.result()
+    else:
+        kp0 = detect(img0, mask0, n, cfg.keypoint_scales)
+        kp1 = detect(img1, mask1, 2 * n, cfg.keypoint_scales)
     info = {"keypoints0": len(kp0), "keypoints1": len(kp1)}
     if len(kp0) == 0:
         return MatchResult.empty(**info)
     xy0 = torch.from_numpy(kp0.xy).float()
-    cand = (xy0[:, None, None] + model.candidate_offsets()[None]).numpy()
-    prior = torch.from_numpy(keypoint_prior(cand, kp0.scale, kp1.xy, kp1.scale))
+    prior = torch.from_numpy(keypoint_prior(kp0.xy, model.candidate_steps(), kp0.scale, kp1.xy, kp1.scale))
     with torch.inference_mode():
         logits = model(encoder_input(img0, cfg.n_orientations), encoder_input(img1, cfg.n_orientations), xy0, xy0,
                        prior)

@@ -116,12 +116,11 @@ class CSTFNet(nn.Module):
         self.head = CorrespondenceHead(cfg)
         self.log_scale = nn.Parameter(torch.tensor(2.3))  # similarity scale (learned)
 
-    def candidate_offsets(self, radius: int | None = None) -> torch.Tensor:
-        """``(S, S, 2)`` candidate displacements from the predicted position (x then y)."""
+    def candidate_steps(self, radius: int | None = None) -> np.ndarray:
+        """``(S,)`` candidate displacements from the predicted position along either axis."""
         r = self.cfg.radius if radius is None else radius
-        d = torch.arange(-r, r + 1, self.cfg.stride, dtype=torch.float32)
-        dy, dx = torch.meshgrid(d, d, indexing="ij")
-        return torch.stack([dx, dy], dim=-1)
+        return np.arange(-r, r + 1, self.cfg.stride, dtype=np.float32)
+
 
     def _lattice(self, n: int, shift: float) -> torch.Tensor:
         """``(n, n, 2)`` offsets on the feature grid (``stride`` px apart) centred on ``shift``."""
@@ -178,28 +177,33 @@ def encoder_input(img: np.ndarray, n_orientations: int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([img[None].astype(np.float32), ch])[None])
 
 
-def keypoint_prior(cand_xy: np.ndarray, scale0: np.ndarray, kp1_xy: np.ndarray, kp1_scale: np.ndarray,
-                   sigma: float = 1.5) -> np.ndarray:
-    """The SAR-keypoint channel: for each optical keypoint ``n`` and candidate ``(i, j)`` at ``cand_xy`` ``(N, S, S, 2)``,
-    the sum over SAR keypoints of a Gaussian of their distance, weighted by the agreement of their scale with the
-    optical keypoint's (``exp(-log(s1 / s0)^2 / 0.5)``)."""
+def keypoint_prior(xy0: np.ndarray, steps: np.ndarray, scale0: np.ndarray, kp1_xy: np.ndarray,
+                   kp1_scale: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """The SAR-keypoint channel: for each optical keypoint ``n`` at ``xy0[n]`` and each candidate ``(i, j)`` at
+    ``xy0[n] + (steps[j], steps[i])`` (the candidate lattice, :meth:`CSTFNet.candidate_steps`), the sum over SAR
+    keypoints of a Gaussian of their distance, weighted by the agreement of their scale with the optical keypoint's
+    (``exp(-log(s1 / s0)^2 / 0.5)``); ``(N, S, S)``.
+
+    SAR keypoints farther than the lattice's reach plus ``3 sigma`` are left out. The Gaussian of a distance is the
+    product of the Gaussians of its x and y parts, so each keypoint's map is one small matrix product over its
+    neighbours instead of a Gaussian per candidate and neighbour."""
     from scipy.spatial import cKDTree
 
-    n, s = cand_xy.shape[:2]
-    out = np.zeros((n, s, s), np.float32)
+    n, s = len(xy0), len(steps)
     if len(kp1_xy) == 0 or n == 0:
-        return out
-    tree = cKDTree(kp1_xy)
-    centre = cand_xy[:, s // 2, s // 2]
-    reach = float(np.abs(cand_xy[0, 0, 0] - centre[0]).max()) + 3 * sigma
-    for i, near in enumerate(tree.query_ball_point(centre, reach * np.sqrt(2))):
-        if not near:
-            continue
-        q = kp1_xy[near]
-        wgt = np.exp(-np.log(kp1_scale[near] / scale0[i]) ** 2 / 0.5)
-        d2 = ((cand_xy[i][:, :, None, :] - q[None, None]) ** 2).sum(-1)
-        out[i] = (np.exp(-d2 / (2 * sigma**2)) * wgt[None, None]).sum(-1)
-    return out
+        return np.zeros((n, s, s), np.float32)
+    near = cKDTree(kp1_xy).query_ball_point(xy0, (float(np.abs(steps).max()) + 3 * sigma) * np.sqrt(2))
+    m = max(1, max(len(x) for x in near))
+    idx = np.zeros((n, m), int)  # each keypoint's neighbours, padded with weight 0
+    wgt = np.zeros((n, m))
+    for i, x in enumerate(near):
+        idx[i, :len(x)] = x
+        wgt[i, :len(x)] = np.exp(-np.log(kp1_scale[x] / scale0[i]) ** 2 / 0.5)
+    q = kp1_xy[idx]  # (N, M, 2)
+    c = xy0[:, None, :] + np.asarray(steps, float)[None, :, None]  # (N, S, 2): the lattice's x (and y) positions
+    gx = np.exp(-(c[:, :, None, 0] - q[:, None, :, 0]) ** 2 / (2 * sigma**2))  # (N, S, M)
+    gy = np.exp(-(c[:, :, None, 1] - q[:, None, :, 1]) ** 2 / (2 * sigma**2)) * wgt[:, None, :]
+    return np.einsum("nim,njm->nij", gy, gx).astype(np.float32)
 
 
 def decode(logits: torch.Tensor, cells: int, stride: int, none_max: float = 0.5
