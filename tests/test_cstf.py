@@ -242,7 +242,7 @@ def test_shipped_weights_register_the_demo_pair_shifted():
     shifted = cv2.warpAffine(sar, np.float32([[1, 0, 7], [0, 1, -5]]), sar.shape[::-1], flags=cv2.INTER_LINEAR)
     model = load_cstf()
     # trained encoders: their learned parts moved well beyond the start (zero before the fix, |w| < 0.02 now)
-    assert all(float(e.net[-1].weight.abs().max()) > 0.05 for e in (model.encoder0, model.encoder1))
+    assert all(float(e.net[-1].weight.detach().abs().max()) > 0.05 for e in (model.encoder0, model.encoder1))
     res = match_pair(model, opt, shifted, None, None)
     est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="affine"))
     assert est.n_inliers >= 30

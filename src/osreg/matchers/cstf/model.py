@@ -121,7 +121,6 @@ class CSTFNet(nn.Module):
         r = self.cfg.radius if radius is None else radius
         return np.arange(-r, r + 1, self.cfg.stride, dtype=np.float32)
 
-
     def _lattice(self, n: int, shift: float) -> torch.Tensor:
         """``(n, n, 2)`` offsets on the feature grid (``stride`` px apart) centred on ``shift``."""
         t = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * self.cfg.stride + shift
