@@ -54,6 +54,14 @@ def test_summary_counts_false_accepts():
     assert s["sr1"] == pytest.approx(1 / 3) and s["sr5"] == pytest.approx(1 / 3)
     assert s["accepted"] == 2 and s["false_accepts"] == 1 and s["false_accept_rate"] == 0.5
     assert s["median_reg_error_accepted"] == pytest.approx(4.75)
+    assert s["false_accepts_beyond_reach"] == 1  # no gt_fit_error: the ground truth's own fit counts as exact
+    # non-affine ground truth: a trusted result within 2 px of the best global fit is at the model's limit, not
+    # beyond it; one further off is beyond it
+    rows = [dict(base, reg_error=9.0, corner_error=9.0, verdict="good", gt_fit_error=7.5),
+            dict(base, reg_error=9.0, corner_error=9.0, verdict="good", gt_fit_error=6.9),
+            dict(base, reg_error=6.0, corner_error=6.0, verdict="failed", gt_fit_error=1.0)]
+    s = summarize(rows)
+    assert s["false_accepts"] == 2 and s["false_accepts_beyond_reach"] == 1
 
 
 def test_large_deformation_ground_truth_is_exact():
@@ -150,7 +158,9 @@ def test_benchmark_end_to_end(shared_data, tmp_path):
     assert set(summary["summary"]) == {"sift/aligned", "sift/large-deformation", f"{cfog}/aligned",
                                        f"{cfog}/large-deformation"}
     text = open(written["summary_md"]).read()
-    assert f"| {cfog} | 1 |" in text and "## large-deformation" in text
+    assert f"| {cfog} | 1 |" in text and "## large-deformation" in text and "| FA beyond reach |" in text
+    s = summary["summary"][f"{cfog}/aligned"]
+    assert 0 <= s["false_accepts_beyond_reach"] <= s["false_accepts"]
     # osmnet's truth is the same grid: an affine fits it exactly when aligned, not after a perspective deformation
     fit = {r["protocol"]: float(r["gt_fit_error"]) for r in rows}
     assert fit["aligned"] < 0.01 and fit["large-deformation"] > 0.01

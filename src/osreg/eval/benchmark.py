@@ -40,7 +40,7 @@ from osreg.eval.deform import (
     translation,
     warp_image,
 )
-from osreg.eval.metrics import pair_metrics, summarize
+from osreg.eval.metrics import REACH_MARGIN_PX, pair_metrics, summarize
 from osreg.geometry import GeometryConfig
 from osreg.io.atomic import check_output_folder, staged_folder
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
@@ -231,7 +231,8 @@ def summary_table(summaries: dict[tuple[str, str], dict[str, Any]], protocol: st
             ("SR@5 %", "sr5", True), ("med. err (accepted) px", "median_reg_error_accepted", False),
             ("AUC@3", "auc3", True), ("AUC@5", "auc5", True), ("AUC@10", "auc10", True),
             ("accepted", "accepted", False), ("false acc.", "false_accepts", False),
-            ("FA rate %", "false_accept_rate", True), ("s/pair", "s_per_pair", False),
+            ("FA rate %", "false_accept_rate", True), ("FA beyond reach", "false_accepts_beyond_reach", False),
+            ("s/pair", "s_per_pair", False),
             ("peak MB", "peak_mem_mb", False)]
     lines = ["| method | pairs | " + " | ".join(c[0] for c in cols) + " |",
              "|---" * (len(cols) + 2) + "|"]
@@ -262,7 +263,9 @@ def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], out_dir: str 
           f"datasets: {', '.join(cfg.datasets)}; split: {cfg.split}; volkov ground truth: {cfg.volkov_gt}; crop: {cfg.crop or 'none'}; model: {cfg.model}; "
           f"seed: {cfg.seed}; threads: {cfg.threads}\n",
           "Metrics are defined in `osreg.eval.metrics`. SR@k: registration error over a 10x10 grid <= k px. "
-          "FA: verdict 'good' with true error > 5 px (rate among accepted). s/pair: matching + robust fit, model "
+          "FA: verdict 'good' with true error > 5 px (rate among accepted); FA beyond reach: those also more than "
+          f"{REACH_MARGIN_PX:g} px worse than the ground truth's own global {cfg.model} fit (gt_fit_error in "
+          "per_pair.csv; the others are at the model's limit, see below). s/pair: matching + robust fit, model "
           "loading excluded. peak MB: resident memory of the method's worker process.\n"]
     for proto in cfg.protocols:
         md.append(f"\n## {proto} (all datasets)\n\n" + summary_table(summaries, proto, cfg.methods) + "\n")
