@@ -70,20 +70,20 @@ def test_correspondence_maps_and_classes_have_the_documented_shapes(monkeypatch)
         f0, f1 = model.encoder0(x), model.encoder1(x)
         assert f0.shape[2:] == (48, 64) and torch.allclose(f0.norm(dim=1), torch.ones(1, 48, 64), atol=1e-4)
         assert f0.shape[1] == cfg.dim + cfg.n_orientations  # the learned part and the fixed CFOG-like part
-        maps = model.correspondence_maps(f0, f1, (96, 128), (96, 128), xy, xy, prior)
+        maps = model.correspondence_maps(f0, f1, xy, xy, prior)
         assert maps.shape == (3, 5, cfg.cells, cfg.cells)  # four regions (template quadrants) and the SAR keypoints
         # the four regions add up to the whole template's correlation: at the true shift of an image with itself
         # the summed map peaks at the centre
         f = model.encoder0(x)
-        same = model.correspondence_maps(f, f, (96, 128), (96, 128), xy, xy, prior)[:, :4].sum(1).flatten(1)
+        same = model.correspondence_maps(f, f, xy, xy, prior)[:, :4].sum(1).flatten(1)
         assert same.argmax(1).tolist() == [cfg.cells * cfg.cells // 2] * 3
         logits = model.head(maps)
         assert logits.shape == (3, cfg.cells * cfg.cells + 1)
         # computed in chunks of keypoints (a cache choice), the maps are the same, each with its own keypoint's prior
         prior_k = torch.arange(3.0)[:, None, None].expand(3, cfg.cells, cfg.cells)
-        whole = model.correspondence_maps(f0, f1, (96, 128), (96, 128), xy, xy, prior_k)
+        whole = model.correspondence_maps(f0, f1, xy, xy, prior_k)
         monkeypatch.setattr(cstf_model, "MAPS_CHUNK", 2)
-        chunked = model.correspondence_maps(f0, f1, (96, 128), (96, 128), xy, xy, prior_k)
+        chunked = model.correspondence_maps(f0, f1, xy, xy, prior_k)
         assert torch.allclose(chunked, whole, atol=1e-6) and chunked[:, 4, 0, 0].tolist() == [0.0, 1.0, 2.0]
         assert not torch.allclose(chunked[0], chunked[1])  # and not one keypoint's maps repeated
     # decoding: a peaked class gives its displacement; the last class is "no match"
@@ -252,4 +252,11 @@ def test_shipped_weights_register_the_demo_pair_shifted():
     centre = np.array([[191.5, 191.5, 1.0]])
     moved = (est.H @ centre.T).ravel()[:2] - centre[0, :2]
     expected = (DEMO_ARRAY_H @ centre.T).ravel()[:2] - centre[0, :2] + [7.0, -5.0]
+    assert np.linalg.norm(moved - expected) < 1.5, (moved, expected)
+    # odd sides (a deformed SAR's canvas, a user's 1001 px image): the learned and fixed parts of the features keep
+    # the same size (this crashed before), and the result is the same within the tolerance
+    odd = match_pair(model, opt[:381, :383], shifted[:379, :377], None, None)
+    est = estimate_transform(odd.keypoints0, odd.keypoints1, GeometryConfig(model="affine"))
+    assert est.n_inliers >= 30
+    moved = (est.H @ centre.T).ravel()[:2] - centre[0, :2]
     assert np.linalg.norm(moved - expected) < 1.5, (moved, expected)

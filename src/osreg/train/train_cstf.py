@@ -57,10 +57,10 @@ def _item_targets(xy0: np.ndarray, H: np.ndarray, valid: np.ndarray, cfg: CSTFCo
     return target, d
 
 
-def item_logits(model: CSTFNet, f0, f1, size, kp0, kp1) -> torch.Tensor:
+def item_logits(model: CSTFNet, f0, f1, kp0, kp1) -> torch.Tensor:
     xy0 = torch.from_numpy(kp0.xy).float()
     prior = torch.from_numpy(keypoint_prior(kp0.xy, model.candidate_steps(), kp0.scale, kp1.xy, kp1.scale))
-    maps = model.correspondence_maps(f0, f1, size, size, xy0, xy0, prior)
+    maps = model.correspondence_maps(f0, f1, xy0, xy0, prior)
     return model.head(maps)
 
 
@@ -83,7 +83,7 @@ def compute_losses(model: CSTFNet, opt, sar, valid, H, rng: np.random.Generator,
         kp1 = detect(sar_np[i], valid_np[i] if not neg[i] else None, 2 * TRAIN_KEYPOINTS, cfg.keypoint_scales)
         if len(kp0) == 0:
             continue
-        logits = item_logits(model, f0[i:i + 1], f1[i:i + 1], (n, n), kp0, kp1)
+        logits = item_logits(model, f0[i:i + 1], f1[i:i + 1], kp0, kp1)
         target, d = _item_targets(kp0.xy, H[i].numpy(), valid_np[i], cfg, bool(neg[i]))
         tgt = torch.from_numpy(target)
         ce.append(F.cross_entropy(logits, tgt, reduction="none"))

@@ -56,7 +56,9 @@ class Encoder(nn.Module):
         learned = self.net(x.contiguous(memory_format=torch.channels_last) if not torch.is_grad_enabled() else x)
         ogc = x[:, 1:]
         ogc = ogc - ogc.mean(dim=1, keepdim=True)
-        fixed = F.avg_pool2d(F.avg_pool2d(ogc, 5, stride=1, padding=2), 2)
+        # ceil_mode: an odd side keeps its last column (row) of pixels, as the learned part's strided convolution
+        # does, so that both parts have the same size; on even sides it changes nothing
+        fixed = F.avg_pool2d(F.avg_pool2d(ogc, 5, stride=1, padding=2), 2, ceil_mode=True)
         fixed = F.normalize(fixed, dim=1)
         return F.normalize(torch.cat([learned.contiguous(), fixed], dim=1), dim=1)
 
@@ -82,14 +84,14 @@ class CorrespondenceHead(nn.Module):
         return torch.cat([cand, self.none(pooled)], dim=1)
 
 
-def _sample(feat: torch.Tensor, xy: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear samples of ``(1, D, h, w)`` half-resolution features at full-resolution pixel positions ``xy``
-    ``(..., 2)`` of an image of ``size`` (H, W); returns ``(D, ...)``."""
-    H, W = size
+def _sample(feat: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``(1, D, h, w)`` half-resolution features (feature pixel ``j`` covers image pixels ``2j``
+    and ``2j + 1``; an odd side's last feature pixel covers one) at full-resolution pixel positions ``xy``
+    ``(..., 2)``; returns ``(D, ...)``."""
     h, w = feat.shape[-2:]
     # full-res pixel x -> half-res pixel (x + 0.5) / 2 - 0.5 -> normalised coordinate (align_corners=False)
-    gx = ((xy[..., 0] + 0.5) / (W / w) / w) * 2 - 1
-    gy = ((xy[..., 1] + 0.5) / (H / h) / h) * 2 - 1
+    gx = ((xy[..., 0] + 0.5) / 2 / w) * 2 - 1
+    gy = ((xy[..., 1] + 0.5) / 2 / h) * 2 - 1
     grid = torch.stack([gx, gy], dim=-1).reshape(1, 1, -1, 2)
     out = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.reshape(feat.shape[1], *xy.shape[:-1])
@@ -127,24 +129,23 @@ class CSTFNet(nn.Module):
         ty, tx = torch.meshgrid(t, t, indexing="ij")
         return torch.stack([tx, ty], dim=-1)
 
-    def correspondence_maps(self, f0: torch.Tensor, f1: torch.Tensor, size0: tuple[int, int], size1: tuple[int, int],
-                            xy0: torch.Tensor, pred1: torch.Tensor, prior: torch.Tensor,
-                            radius: int | None = None) -> torch.Tensor:
+    def correspondence_maps(self, f0: torch.Tensor, f1: torch.Tensor, xy0: torch.Tensor, pred1: torch.Tensor,
+                            prior: torch.Tensor, radius: int | None = None) -> torch.Tensor:
         """``(N, K + 1, S, S)`` maps for keypoints ``xy0`` ``(N, 2)`` of image 0 with predicted positions ``pred1``
         in image 1 and the SAR-keypoint channel ``prior`` ``(N, S, S)``.
 
         Computed in chunks of ``MAPS_CHUNK`` keypoints: the same values, but the windows and their spectra of one
         chunk stay in cache (on 2 CPU cores, 512 keypoints take about half the time of one batch)."""
         if len(xy0) > MAPS_CHUNK:
-            return torch.cat([self.correspondence_maps(f0, f1, size0, size1, xy0[i:i + MAPS_CHUNK],
+            return torch.cat([self.correspondence_maps(f0, f1, xy0[i:i + MAPS_CHUNK],
                                                        pred1[i:i + MAPS_CHUNK], prior[i:i + MAPS_CHUNK], radius)
                               for i in range(0, len(xy0), MAPS_CHUNK)])
         r = self.cfg.radius if radius is None else radius
         t = self.cfg.template // self.cfg.stride  # template side in feature cells
         s = 2 * r // self.cfg.stride + 1
         n = len(xy0)
-        tmpl = _sample(f0, xy0[:, None, None] + self._lattice(t, 0.0)[None], size0)  # (D, N, t, t)
-        win = _sample(f1, pred1[:, None, None] + self._lattice(s + t - 1, 0.0)[None], size1)  # (D, N, L, L)
+        tmpl = _sample(f0, xy0[:, None, None] + self._lattice(t, 0.0)[None])  # (D, N, t, t)
+        win = _sample(f1, pred1[:, None, None] + self._lattice(s + t - 1, 0.0)[None])  # (D, N, L, L)
         d = tmpl.shape[0]
         win = win.permute(1, 0, 2, 3)
         tmpl = tmpl.permute(1, 0, 2, 3)
@@ -163,8 +164,7 @@ class CSTFNet(nn.Module):
                 prior: torch.Tensor, radius: int | None = None) -> torch.Tensor:
         """Logits ``(N, S * S + 1)`` for one image pair (``x0``, ``x1``: ``(1, C, H, W)`` encoder inputs)."""
         f0, f1 = self.encoder0(x0), self.encoder1(x1)
-        maps = self.correspondence_maps(f0, f1, tuple(x0.shape[-2:]), tuple(x1.shape[-2:]), xy0, pred1, prior,
-                                        radius)
+        maps = self.correspondence_maps(f0, f1, xy0, pred1, prior, radius)
         return self.head(maps)
 
 
