@@ -177,7 +177,8 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
 
     monkeypatch.setattr(gs, "search_hypotheses", first_level_wrong)
     opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
-    fast = dict(coarse_side=64, rescore_side=128, candidates=4)
+    # a coarser grid than the default (4 scales per octave, 10 degrees) keeps the four searches below fast
+    fast = dict(coarse_side=64, rescore_side=128, candidates=4, scales_per_octave=4, rotation_step=10)
     res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=96, **fast)).match(opt, sar, None, mask)
     info = res.info["search"]
     assert levels == [(64, 128), (96, 192)]
