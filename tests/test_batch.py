@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -94,9 +95,14 @@ def test_batch_command_on_a_local_cluster(tmp_path):
     res = CliRunner().invoke(main, ["-q", "batch", str(pairs), "-o", str(tmp_path / "out"), "--workers", "0"],
                              catch_exceptions=False)
     assert json.loads(res.output.strip().splitlines()[-1])["done before"] == 2
-    res = CliRunner().invoke(main, ["batch", str(pairs), "-o", str(tmp_path / "x"), "--scheduler",
-                                    "tcp://127.0.0.1:1"], catch_exceptions=False)
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):  # Dask's setting, as a user would set it
+        t = time.perf_counter()
+        res = CliRunner().invoke(main, ["batch", str(pairs), "-o", str(tmp_path / "x"), "--scheduler",
+                                        "tcp://127.0.0.1:1"], catch_exceptions=False)
     assert res.exit_code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in res.output
+    assert time.perf_counter() - t < 15  # gave up after Dask's configured timeout, not a fixed 20 or 30 s
 
 
 def test_scene_windows_on_the_cluster_equal_a_run_here(tmp_path, client):

@@ -157,14 +157,16 @@ def progress_bars(desc: str, total: int):
 
 
 def dask_client(scheduler: str | None, workers: int = 2, threads: int = 1):
-    """A client of the scheduler at ``scheduler``, or of a new LocalCluster of ``workers`` processes."""
+    """A client of the scheduler at ``scheduler``, or of a new LocalCluster of ``workers`` processes. How long a
+    scheduler is tried is Dask's own setting ``distributed.comm.timeouts.connect`` (30 s unless configured, e.g.
+    ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=10s``)."""
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - dask[distributed] is a dependency
         raise InputError(f"dask.distributed is not installed: {exc}") from exc
     if scheduler:
         try:
-            return Client(scheduler, timeout="20s")
+            return Client(scheduler)
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")

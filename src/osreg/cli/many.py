@@ -30,7 +30,9 @@ logger = logging.getLogger("osreg")
               show_default=True, help="Transform model, as for register.")
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True,
               help="Worker processes of the local Dask cluster (0: no cluster, pairs in turn in this process).")
-@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (instead of a local cluster).")
+@click.option("--scheduler", default=None,
+              help="Address of an existing Dask scheduler (instead of a local cluster); tried for Dask's "
+                   "distributed.comm.timeouts.connect (30 s unless configured).")
 @click.option("--no-georef", is_flag=True, help="Ignore georeferencing and register in pixel space.")
 @overwrite_option
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
