@@ -37,9 +37,8 @@ REACH_MARGIN_PX = 2.0  # a trusted result this close to the ground truth's own g
 def beyond_reach(row: dict[str, Any]) -> bool:
     """Whether a pair's registration error exceeds both the false-accept threshold and its ground truth's own global
     fit error plus ``REACH_MARGIN_PX`` (a row without ``gt_fit_error`` counts the fit as exact)."""
-    fit = row.get("gt_fit_error")
-    fit = float(fit) if fit not in (None, "") and math.isfinite(float(fit)) else 0.0
-    return row["reg_error"] > max(FALSE_ACCEPT_PX, fit + REACH_MARGIN_PX)
+    fit = row.get("gt_fit_error", 0.0)
+    return row["reg_error"] > max(FALSE_ACCEPT_PX, (fit if math.isfinite(fit) else 0.0) + REACH_MARGIN_PX)
 
 
 def pair_metrics(matches: MatchResult, est: Estimate, gt: GroundTruth, width: int, height: int) -> dict[str, Any]:

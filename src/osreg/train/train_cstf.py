@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from osreg.errors import InputError
 from osreg.matchers.cstf.config import PRESETS, CSTFConfig
 from osreg.matchers.cstf.keypoints import detect
-from osreg.matchers.cstf.model import CSTFNet, decode, encoder_input, keypoint_prior
+from osreg.matchers.cstf.model import CSTFNet, decode, encoder_input
 from osreg.train.common import TrainConfig, run_training, summarize_validation
 from osreg.train.common import export_weights as export_common
 from osreg.train.data import AugmentConfig, load_volkov
@@ -59,7 +59,7 @@ def _item_targets(xy0: np.ndarray, H: np.ndarray, valid: np.ndarray, cfg: CSTFCo
 
 def item_logits(model: CSTFNet, f0, f1, kp0, kp1) -> torch.Tensor:
     xy0 = torch.from_numpy(kp0.xy).float()
-    prior = torch.from_numpy(keypoint_prior(kp0.xy, model.candidate_steps(), kp0.scale, kp1.xy, kp1.scale))
+    prior = model.keypoint_channel(kp0, kp1)
     maps = model.correspondence_maps(f0, f1, xy0, xy0, prior)
     return model.head(maps)
 
@@ -67,7 +67,7 @@ def item_logits(model: CSTFNet, f0, f1, kp0, kp1) -> torch.Tensor:
 def compute_losses(model: CSTFNet, opt, sar, valid, H, rng: np.random.Generator, negatives: bool = True):
     """Cross-entropy and sub-cell losses of a batch, and per item (logits, targets, true displacements)."""
     cfg = model.cfg
-    b, _, n, _ = opt.shape
+    b = opt.shape[0]
     neg = (rng.random(b) < NEGATIVE_FRACTION) if negatives else np.zeros(b, bool)
     perm = np.roll(np.arange(b), 1)
     sar_np = sar[:, 0].numpy()

@@ -20,7 +20,7 @@ from osreg.matchers.base import Matcher
 from osreg.matchers.checkpoint import load_state, read_trained
 from osreg.matchers.cstf.config import INFERENCE_FIELDS, CSTFConfig
 from osreg.matchers.cstf.keypoints import detect
-from osreg.matchers.cstf.model import CSTFNet, decode, encoder_input, keypoint_prior
+from osreg.matchers.cstf.model import CSTFNet, decode, encoder_input
 from osreg.types import MatchResult
 
 logger = logging.getLogger(__name__)
@@ -45,19 +45,17 @@ def match_pair(model: CSTFNet, img0: np.ndarray, img1: np.ndarray, mask0: np.nda
     """CSTF matches of two pre-aligned images (pixels of both), possibly empty."""
     cfg = model.cfg
     n = max_keypoints or cfg.max_keypoints
+    jobs = ((img0, mask0, n, cfg.keypoint_scales), (img1, mask1, 2 * n, cfg.keypoint_scales))
     if cv2.getNumThreads() > 1:  # OpenCV and numpy release the GIL: the two detections run side by side
-        with ThreadPoolExecutor(1) as pool:
-            later = pool.submit(detect, img1, mask1, 2 * n, cfg.keypoint_scales)
-            kp0 = detect(img0, mask0, n, cfg.keypoint_scales)
-            kp1 = later.result()
+        with ThreadPoolExecutor(2) as pool:
+            kp0, kp1 = pool.map(lambda job: detect(*job), jobs)
     else:
-        kp0 = detect(img0, mask0, n, cfg.keypoint_scales)
-        kp1 = detect(img1, mask1, 2 * n, cfg.keypoint_scales)
+        kp0, kp1 = (detect(*job) for job in jobs)
     info = {"keypoints0": len(kp0), "keypoints1": len(kp1)}
     if len(kp0) == 0:
         return MatchResult.empty(**info)
     xy0 = torch.from_numpy(kp0.xy).float()
-    prior = torch.from_numpy(keypoint_prior(kp0.xy, model.candidate_steps(), kp0.scale, kp1.xy, kp1.scale))
+    prior = model.keypoint_channel(kp0, kp1)
     with torch.inference_mode():
         logits = model(encoder_input(img0, cfg.n_orientations), encoder_input(img1, cfg.n_orientations), xy0, xy0,
                        prior)

@@ -118,10 +118,11 @@ class CSTFNet(nn.Module):
         self.head = CorrespondenceHead(cfg)
         self.log_scale = nn.Parameter(torch.tensor(2.3))  # similarity scale (learned)
 
-    def candidate_steps(self, radius: int | None = None) -> np.ndarray:
-        """``(S,)`` candidate displacements from the predicted position along either axis."""
-        r = self.cfg.radius if radius is None else radius
-        return np.arange(-r, r + 1, self.cfg.stride, dtype=np.float32)
+    def keypoint_channel(self, kp0, kp1) -> torch.Tensor:
+        """The SAR-keypoint channel ``(N, S, S)`` of optical keypoints ``kp0`` on this network's candidate lattice,
+        from SAR keypoints ``kp1`` (:class:`~osreg.matchers.cstf.keypoints.Keypoints`; :func:`keypoint_prior`)."""
+        steps = np.arange(-self.cfg.radius, self.cfg.radius + 1, self.cfg.stride, dtype=np.float32)
+        return torch.from_numpy(keypoint_prior(kp0.xy, steps, kp0.scale, kp1.xy, kp1.scale))
 
     def _lattice(self, n: int, shift: float) -> torch.Tensor:
         """``(n, n, 2)`` offsets on the feature grid (``stride`` px apart) centred on ``shift``."""
@@ -179,7 +180,7 @@ def encoder_input(img: np.ndarray, n_orientations: int) -> torch.Tensor:
 def keypoint_prior(xy0: np.ndarray, steps: np.ndarray, scale0: np.ndarray, kp1_xy: np.ndarray,
                    kp1_scale: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     """The SAR-keypoint channel: for each optical keypoint ``n`` at ``xy0[n]`` and each candidate ``(i, j)`` at
-    ``xy0[n] + (steps[j], steps[i])`` (the candidate lattice, :meth:`CSTFNet.candidate_steps`), the sum over SAR
+    ``xy0[n] + (steps[j], steps[i])`` (the candidate lattice, :meth:`CSTFNet.keypoint_channel`), the sum over SAR
     keypoints of a Gaussian of their distance, weighted by the agreement of their scale with the optical keypoint's
     (``exp(-log(s1 / s0)^2 / 0.5)``); ``(N, S, S)``.
 
