@@ -160,6 +160,12 @@ class Matcher(abc.ABC):
         overrides it (CFOG keeps its templates' spectra)."""
         return lambda image1, mask1: self.match_working(image0, image1, mask0, mask1)
 
+    def with_reach(self, px: int) -> Matcher:
+        """This matcher looking at most ``px`` working pixels away from where a point lies in the other image, for a
+        stage that has already brought the pair within a few pixels (a shorter reach leaves less room for a wrong
+        match). The default is the matcher itself: a method without a search window has no reach to shorten."""
+        return self
+
     def describe_reference(self, image0: np.ndarray, mask0: np.ndarray) -> Any:
         """Features of the optical image that :meth:`coarse_match` can reuse for every hypothesis of a search
         (None: nothing to reuse, the default)."""

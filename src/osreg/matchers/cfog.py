@@ -93,6 +93,13 @@ class CFOGMatcher(Matcher):
     def __init__(self, **options) -> None:
         self.config = CFOGConfig(**options)
 
+    def with_reach(self, px: int) -> CFOGMatcher:
+        """CFOG searching at most ``px`` pixels around each template's position (never more than its own
+        ``search_radius``)."""
+        if px >= self.config.search_radius:
+            return self
+        return type(self)(**{**asdict(self.config), "search_radius": max(1, int(px))})
+
     def describe(self, image: np.ndarray) -> np.ndarray:
         """The CFOG channels of an image, ``(n_orientations, H, W)``."""
         return oriented_gradient_channels(image, self.config.n_orientations, self.config.sigma)

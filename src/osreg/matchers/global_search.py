@@ -80,6 +80,14 @@ class GlobalSearchConfig(DictConfig):
         escalate_side: when no hypothesis of the search is confirmed, search again at this finer coarse level (the
             optical image's longer side, px; rescoring at twice that) and verify its hypotheses too; 0: never. Costs
             time only on the pairs the first search does not register.
+        fine_side: after the choice, the rectification (the chosen candidate's fit) is refined by the dense score
+            alone at this level (the optical image's longer side, px): its rotation, scale and translation move in
+            shrinking steps while the score improves (:func:`refine_hypothesis`); 0: not refined.
+        final_reach: then the matcher matches once more on the pair rectified by that refinement, looking at most
+            this many working pixels around each point (:meth:`Matcher.with_reach`; CFOG's search radius); 0: no
+            such pass. Dense agreement over the whole overlap places the pair more precisely than the consensus of
+            local templates where speckle makes many of them wrong (1 m SAR); the short reach keeps the matches
+            near it and lets the correct ones refine it locally.
     """
 
     coarse_side: int = 96
@@ -97,6 +105,8 @@ class GlobalSearchConfig(DictConfig):
     verifier: str = "self"
     structure_power: float = 0.5
     escalate_side: int = 192
+    fine_side: int = 256
+    final_reach: int = 4
 
     def __post_init__(self) -> None:
         if self.coarse_side < 32:
@@ -118,6 +128,9 @@ class GlobalSearchConfig(DictConfig):
             raise InputError(f"global escalate_side must be >= 0 px (0: off), got {self.escalate_side}")
         if not 0 < self.min_overlap <= 1:
             raise InputError(f"global min_overlap must be in (0, 1], got {self.min_overlap}")
+        if self.fine_side < 0 or self.final_reach < 0 or (self.fine_side and self.fine_side < 32):
+            raise InputError(f"global fine_side must be 0 (off) or at least 32 px and final_reach >= 0 px, got "
+                             f"{self.fine_side} and {self.final_reach}")
 
     def escalated(self) -> GlobalSearchConfig:
         """The settings of the escalated search (``escalate_side``; rescoring at twice that)."""
@@ -419,6 +432,44 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
     return out
 
 
+FINE_STEPS = ((2.0, 0.03), (1.0, 0.015), (0.5, 0.0075), (0.25, 0.004))  # degrees and relative scale per round
+
+
+def refine_hypothesis(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray, H: np.ndarray,
+                      config: GlobalSearchConfig, workers: int | None = None, radius: int = 8
+                      ) -> tuple[np.ndarray, float] | None:
+    """Refine a transform (optical px -> SAR px) by the dense score of :func:`search_hypotheses`, scored at
+    ``config.fine_side``: first its translation within ``radius`` level px, then in rounds of shrinking steps
+    (:data:`FINE_STEPS`: 2 degrees and 3 % down to 0.25 degrees and 0.4 %) the 9 combinations of a turn and a
+    rescaling about the optical image's centre (each with its best translation within 3 level px), keeping the
+    best when it scores higher.
+
+    Returns:
+        (the refined transform, its score), or None when it cannot be scored (too little overlap).
+    """
+    workers = workers or max(1, cv2.getNumThreads())
+    cfg = replace(config, rescore_side=config.fine_side)
+    scale = float(np.sqrt(abs(np.linalg.det(H[:2, :2]))))
+    found = _rescore(image0, mask0, image1, mask1, [Hypothesis(H, 0.0, scale, 0.0)], cfg, workers, radius=radius)
+    if not found:
+        return None
+    best = found[0]
+    h, w = image0.shape
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    for step, rel in FINE_STEPS:
+        moves = []
+        for turn in (-step, 0.0, step):
+            for k in (1 - rel, 1.0, 1 + rel):
+                P = np.eye(3)
+                P[:2, :2] = _turn(k, turn)
+                P[:2, 2] = c - P[:2, :2] @ c
+                moves.append(Hypothesis(best.H @ P, 0.0, scale * k, 0.0))
+        scored = _rescore(image0, mask0, image1, mask1, moves, cfg, workers, radius=3)
+        if scored and scored[0].score > best.score:
+            best = scored[0]
+    return best.H, best.score
+
+
 def _summary(hyps: list[Hypothesis]) -> list[dict]:
     return [{"rotation": round(h.rotation, 2), "scale": round(h.scale, 4), "score": round(h.score, 4)} for h in hyps]
 
@@ -488,10 +539,11 @@ class GlobalSearchStage(Stage):
         verdict = judge(est, res.keypoints0, mask0, images=(image0, r, rm))
         return (verdict.good, est.n_inliers), res, est.H, W
 
-    def _choose(self, image0, mask0, image1, mask1, info: dict, run: Callable
+    def _choose(self, image0, mask0, image1, mask1, info: dict, verifier: Matcher
                 ) -> tuple[tuple | None, int | str | None]:
         """The verified candidate the search chooses (None when none can be fitted) and its rank ("as given": the
-        pair as given); ``run``: the verifier bound to the optical image."""
+        pair as given); ``verifier``: the matcher that verifies (the wrapped one or CFOG)."""
+        run = verifier.bind_reference(image0, mask0)
         # the pair as given first: images of one place are often nearly aligned already, and then the matcher's
         # own result is kept as it is (no resampling, no search)
         best = self._verify(image0, mask0, image1, mask1, None, run)
@@ -521,6 +573,7 @@ class GlobalSearchStage(Stage):
         # a searched hypothesis is confirmed only by a trusted fit with accept_inliers inliers (the verdict refuses
         # the others: trying many hypotheses makes a weak wrong one likelier to pass); the pair as given needs trust
         info["confirmed"] = self._trusted(best, chosen)
+        hypothesis = W
         if chosen != "as given":
             for _ in range(self.config.refine_passes):  # rectify again with the chosen candidate's own fit
                 out = self._verify(image0, mask0, image1, mask1, W @ F, run)
@@ -528,7 +581,28 @@ class GlobalSearchStage(Stage):
                     break
                 key, res, F, W = out
                 info["refine_passes"] = info.get("refine_passes", 0) + 1
+        short = verifier.with_reach(self.config.final_reach) if self.config.final_reach else verifier
+        # the final pass; not on a pair as given that the verdict trusts (an aligned pair keeps the matcher's own
+        # result, unresampled)
+        if self.config.fine_side and short is not verifier and (chosen != "as given" or not key[0]):
+            out = self._final_pass(image0, mask0, image1, mask1, (hypothesis, W @ F), short)
+            info["final_pass"] = out is not None and out[0][0] >= key[0]
+            if info["final_pass"]:  # kept unless the earlier pass was trusted and this one is not
+                key, res, F, W = out
         return (key, res, F, W), chosen
+
+    def _final_pass(self, image0, mask0, image1, mask1, starts: tuple[np.ndarray, ...], short: Matcher
+                    ) -> tuple | None:
+        """Each rectification of ``starts`` (the chosen hypothesis and its matches' fit: where local matches are
+        mostly wrong, the fit can drift further from the truth than the hypothesis was) refined by the dense score
+        (:func:`refine_hypothesis`); the best scoring one matched by ``short`` (the verifier with ``final_reach``).
+        Returns what :meth:`_verify` returns, or None."""
+        refined = [f for f in (refine_hypothesis(image0, mask0, image1, mask1, W, self.config) for W in starts) if f]
+        if not refined:
+            return None
+        fine = max(refined, key=lambda f: f[1])
+        return self._verify(image0, mask0, image1, mask1, fine[0],
+                            lambda i1, m1: short.match_working(image0, i1, mask0, m1))
 
     def _strong(self, best: tuple | None) -> bool:
         """Whether a verified candidate is trusted by the verdict with ``accept_inliers`` inliers."""
@@ -567,7 +641,7 @@ class GlobalSearchStage(Stage):
         if self._strong(own):
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
             return own
-        best, chosen = self._choose(image0, mask0, image1, mask1, info, self._verifier.bind_reference(image0, mask0))
+        best, chosen = self._choose(image0, mask0, image1, mask1, info, self._verifier)
         if best is not None and (chosen != "as given" or best[0][0]):
             key, res, F, W = best
             best = self._verify(image0, mask0, image1, mask1, W @ F, inner)
@@ -585,7 +659,7 @@ class GlobalSearchStage(Stage):
         info: dict = {"kind": "global", "accept_inliers": self.config.accept_inliers,
                       "verifier": self.config.verifier}
         if self._verifier is self.inner:
-            best, chosen = self._choose(image0, mask0, image1, mask1, info, self.inner.bind_reference(image0, mask0))
+            best, chosen = self._choose(image0, mask0, image1, mask1, info, self.inner)
         else:
             best = self._with_verifier(image0, mask0, image1, mask1, info)
         if best is None:
