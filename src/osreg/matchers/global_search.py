@@ -21,6 +21,9 @@
    the first trusted candidate with ``accept_inliers`` inliers. When none has that many (the pair as given
    included), the search runs again at the finer ``escalate_side`` level and its new hypotheses are verified too.
    The chosen candidate's matches are mapped back to the input SAR's pixels.
+4. **Final pass.** The chosen hypothesis and its matches' fit are refined by the dense score (``fine_side``), and the
+   matcher matches once more on the better of the two with its reach shortened (``final_reach``); not on a pair as
+   given that the verdict trusts.
 
 Scene structure is often nearly symmetric under a half turn, so the right hypothesis and its 180-degree twin can
 score alike at the coarse level: the verification, at full resolution, tells them apart.
@@ -80,9 +83,10 @@ class GlobalSearchConfig(DictConfig):
         escalate_side: when no hypothesis of the search is confirmed, search again at this finer coarse level (the
             optical image's longer side, px; rescoring at twice that) and verify its hypotheses too; 0: never. Costs
             time only on the pairs the first search does not register.
-        fine_side: after the choice, the rectification (the chosen candidate's fit) is refined by the dense score
-            alone at this level (the optical image's longer side, px): its rotation, scale and translation move in
-            shrinking steps while the score improves (:func:`refine_hypothesis`); 0: not refined.
+        fine_side: after the choice, the chosen hypothesis and its matches' fit are refined by the dense score
+            alone at this level (the optical image's longer side, px): rotation, scale and translation move in
+            shrinking steps while the score improves (:func:`refine_hypothesis`); the better scoring one is the
+            rectification of the final pass; 0: no refinement and no final pass.
         final_reach: then the matcher matches once more on the pair rectified by that refinement, looking at most
             this many working pixels around each point (:meth:`Matcher.with_reach`; CFOG's search radius); 0: no
             such pass. Dense agreement over the whole overlap places the pair more precisely than the consensus of
