@@ -305,11 +305,15 @@ def test_refine_hypothesis_corrects_a_small_turn_rescaling_and_shift_by_the_dens
     P[:2, 2] = c - P[:2, :2] @ c + [3, -2]
     start = D @ P
     assert np.median(grid_error(start, D)) > 6
-    H, score = refine_hypothesis(opt, np.ones(opt.shape, bool), sar, mask, start, GlobalSearchConfig())
+    H, score = refine_hypothesis(opt, np.ones(opt.shape, bool), sar, mask, [start], GlobalSearchConfig())
     assert np.median(grid_error(H, D)) < 1.5 and score > 0
-    # nothing to score: no overlap
+    # nothing to score: no overlap; of several starts, the best scoring one's refinement
     far = start @ np.array([[1, 0, 5000.0], [0, 1, 0], [0, 0, 1]])
-    assert refine_hypothesis(opt, np.ones(opt.shape, bool), sar, mask, far, GlobalSearchConfig()) is None
+    assert refine_hypothesis(opt, np.ones(opt.shape, bool), sar, mask, [far], GlobalSearchConfig()) is None
+    off = start @ np.array([[1, 0, 60.0], [0, 1, 0], [0, 0, 1]])  # beyond the 8 px the translation is searched
+    H2, score2 = refine_hypothesis(opt, np.ones(opt.shape, bool), sar, mask, [off, start, far], GlobalSearchConfig())
+    np.testing.assert_allclose(H2, H)
+    assert score2 == score
 
 
 def test_cfog_reach_is_shortened_and_a_matcher_without_one_is_unchanged():

@@ -376,25 +376,49 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     return kept[:config.candidates]
 
 
-def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypothesis],
-             config: GlobalSearchConfig, workers: int, radius: int = 6) -> list[Hypothesis]:
-    """Score hypotheses again at ``config.rescore_side``: the SAR warped into the optical frame at that level by each
-    hypothesis, correlated over translations within ``radius`` px; returns them re-ranked by that score, with their
-    translations corrected."""
+@dataclass(frozen=True)
+class _Level:
+    """The optical side of rescoring at one level (``config.rescore_side``) over translations within ``radius`` px:
+    what every hypothesis scored there shares."""
+
+    F0: np.ndarray  # conjugate spectrum of the padded optical channels and mask
+    L0: np.ndarray  # optical px -> level px
+    s0x: float
+    shape: tuple[int, int]  # padded FFT size
+    size: tuple[int, int]  # (width, height) of the level image plus the radius on each side
+    radius: int
+    need: float  # least overlap (level px) a translation must have to be scored
+
+
+def _level(image0: np.ndarray, mask0: np.ndarray, config: GlobalSearchConfig, workers: int, radius: int) -> _Level:
     s = min(1.0, config.rescore_side / max(image0.shape))
     i0, m0, s0x = _resize(image0.astype(np.float32, copy=False), mask0, s)
     m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
     A0 = _channels(i0, m0, config.channels, config.structure_power)
     h0, w0 = i0.shape
-    L0 = scale_matrix(s0x)
     Hh, Ww = sfft.next_fast_len(h0 + 2 * radius, real=True), sfft.next_fast_len(w0 + 2 * radius, real=True)
     pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
     pad0[:-1, radius:radius + h0, radius:radius + w0] = A0
     pad0[-1, radius:radius + h0, radius:radius + w0] = m0
     F0 = np.conj(sfft.rfft2(pad0, axes=(-2, -1), workers=workers))
-    need = config.min_overlap * float(m0.sum())
-    pre: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
-    size = (w0 + 2 * radius, h0 + 2 * radius)
+    return _Level(F0, scale_matrix(s0x), s0x, (Hh, Ww), (w0 + 2 * radius, h0 + 2 * radius), radius,
+                  config.min_overlap * float(m0.sum()))
+
+
+def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypothesis],
+             config: GlobalSearchConfig, workers: int, radius: int = 6) -> list[Hypothesis]:
+    """Score hypotheses again at ``config.rescore_side``: the SAR warped into the optical frame at that level by each
+    hypothesis, correlated over translations within ``radius`` px; returns them re-ranked by that score, with their
+    translations corrected."""
+    return _score(_level(image0, mask0, config, workers, radius), image1, mask1, hyps, config, workers, {})
+
+
+def _score(level: _Level, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypothesis], config: GlobalSearchConfig,
+           workers: int, pre: dict[float, tuple[np.ndarray, np.ndarray, float]]) -> list[Hypothesis]:
+    """:func:`_rescore` at a prepared ``level``; ``pre`` keeps the SAR resized per hypothesis scale across calls."""
+    F0, L0, radius = level.F0, level.L0, level.radius
+    Hh, Ww = level.shape
+    size = level.size
     shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
     chunk = max(1, int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)))
     scores = []
@@ -404,7 +428,7 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
         for n, hyp in enumerate(part):
             # the SAR at about the level's pixel size for this scale first (area averaging), then one warp
             if hyp.scale not in pre:
-                pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, s0x * hyp.scale))
+                pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, level.s0x * hyp.scale))
             i1, m1, s1x = pre[hyp.scale]
             M = scale_matrix(s1x) @ hyp.H @ np.linalg.inv(L0)  # optical level px -> SAR level px
             wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
@@ -417,7 +441,7 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
         del stack
         num = sfft.irfft2(_channel_products(F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
         area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
-        scores.append(np.where(area > math.floor(need) + 0.5, num / np.maximum(area, 1.0), -np.inf))
+        scores.append(np.where(area > math.floor(level.need) + 0.5, num / np.maximum(area, 1.0), -np.inf))
         del G, num, area
     score = np.concatenate(scores)
     # shifts t in [-radius, radius]: optical (padded) px x meets warped px x + t
@@ -439,39 +463,44 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
 FINE_STEPS = ((2.0, 0.03), (1.0, 0.015), (0.5, 0.0075), (0.25, 0.004))  # degrees and relative scale per round
 
 
-def refine_hypothesis(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray, H: np.ndarray,
-                      config: GlobalSearchConfig, workers: int | None = None, radius: int = 8
-                      ) -> tuple[np.ndarray, float] | None:
-    """Refine a transform (optical px -> SAR px) by the dense score of :func:`search_hypotheses`, scored at
-    ``config.fine_side``: first its translation within ``radius`` level px, then in rounds of shrinking steps
-    (:data:`FINE_STEPS`: 2 degrees and 3 % down to 0.25 degrees and 0.4 %) the 9 combinations of a turn and a
-    rescaling about the optical image's centre (each with its best translation within 3 level px), keeping the
-    best when it scores higher.
+def refine_hypothesis(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
+                      starts: list[np.ndarray], config: GlobalSearchConfig, workers: int | None = None,
+                      radius: int = 8) -> tuple[np.ndarray, float] | None:
+    """Refine each transform of ``starts`` (optical px -> SAR px) by the dense score of :func:`search_hypotheses`,
+    scored at ``config.fine_side``, and return the best scoring: first its translation within ``radius`` level px,
+    then in rounds of shrinking steps (:data:`FINE_STEPS`: 2 degrees and 3 % down to 0.25 degrees and 0.4 %) the 9
+    combinations of a turn and a rescaling about the optical image's centre (each with its best translation within 3
+    level px), keeping the best when it scores higher. The optical side of the score is prepared once for all.
 
     Returns:
-        (the refined transform, its score), or None when it cannot be scored (too little overlap).
+        (the refined transform, its score), or None when none can be scored (too little overlap).
     """
     workers = workers or max(1, cv2.getNumThreads())
     cfg = replace(config, rescore_side=config.fine_side)
-    scale = float(np.sqrt(abs(np.linalg.det(H[:2, :2]))))
-    found = _rescore(image0, mask0, image1, mask1, [Hypothesis(H, 0.0, scale, 0.0)], cfg, workers, radius=radius)
-    if not found:
-        return None
-    best = found[0]
+    wide, near = _level(image0, mask0, cfg, workers, radius), _level(image0, mask0, cfg, workers, 3)
     h, w = image0.shape
     c = np.array([(w - 1) / 2, (h - 1) / 2])
-    for step, rel in FINE_STEPS:
-        moves = []
-        for turn in (-step, 0.0, step):
-            for k in (1 - rel, 1.0, 1 + rel):
-                P = np.eye(3)
-                P[:2, :2] = _turn(k, turn)
-                P[:2, 2] = c - P[:2, :2] @ c
-                moves.append(Hypothesis(best.H @ P, 0.0, scale * k, 0.0))
-        scored = _rescore(image0, mask0, image1, mask1, moves, cfg, workers, radius=3)
-        if scored and scored[0].score > best.score:
-            best = scored[0]
-    return best.H, best.score
+    pre: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+    refined = []
+    for H in starts:
+        scale = float(np.sqrt(abs(np.linalg.det(H[:2, :2]))))
+        found = _score(wide, image1, mask1, [Hypothesis(H, 0.0, scale, 0.0)], cfg, workers, pre)
+        if not found:
+            continue
+        best = found[0]
+        for step, rel in FINE_STEPS:
+            moves = []
+            for turn in (-step, 0.0, step):
+                for k in (1 - rel, 1.0, 1 + rel):
+                    P = np.eye(3)
+                    P[:2, :2] = _turn(k, turn)
+                    P[:2, 2] = c - P[:2, :2] @ c
+                    moves.append(Hypothesis(best.H @ P, 0.0, scale * k, 0.0))
+            scored = _score(near, image1, mask1, moves, cfg, workers, pre)
+            if scored and scored[0].score > best.score:
+                best = scored[0]
+        refined.append((best.H, best.score))
+    return max(refined, key=lambda f: f[1]) if refined else None
 
 
 def _summary(hyps: list[Hypothesis]) -> list[dict]:
@@ -589,22 +618,21 @@ class GlobalSearchStage(Stage):
         # the final pass; not on a pair as given that the verdict trusts (an aligned pair keeps the matcher's own
         # result, unresampled)
         if self.config.fine_side and short is not verifier and (chosen != "as given" or not key[0]):
-            out = self._final_pass(image0, mask0, image1, mask1, (hypothesis, W @ F), short)
+            out = self._final_pass(image0, mask0, image1, mask1, [hypothesis, W @ F], short)
             info["final_pass"] = out is not None and out[0][0] >= key[0]
             if info["final_pass"]:  # kept unless the earlier pass was trusted and this one is not
                 key, res, F, W = out
         return (key, res, F, W), chosen
 
-    def _final_pass(self, image0, mask0, image1, mask1, starts: tuple[np.ndarray, ...], short: Matcher
+    def _final_pass(self, image0, mask0, image1, mask1, starts: list[np.ndarray], short: Matcher
                     ) -> tuple | None:
-        """Each rectification of ``starts`` (the chosen hypothesis and its matches' fit: where local matches are
-        mostly wrong, the fit can drift further from the truth than the hypothesis was) refined by the dense score
-        (:func:`refine_hypothesis`); the best scoring one matched by ``short`` (the verifier with ``final_reach``).
+        """The best scoring of the rectifications ``starts`` (the chosen hypothesis and its matches' fit: where local
+        matches are mostly wrong, the fit can drift further from the truth than the hypothesis was), each refined by
+        the dense score (:func:`refine_hypothesis`), matched by ``short`` (the verifier with ``final_reach``).
         Returns what :meth:`_verify` returns, or None."""
-        refined = [f for f in (refine_hypothesis(image0, mask0, image1, mask1, W, self.config) for W in starts) if f]
-        if not refined:
+        fine = refine_hypothesis(image0, mask0, image1, mask1, starts, self.config)
+        if fine is None:
             return None
-        fine = max(refined, key=lambda f: f[1])
         return self._verify(image0, mask0, image1, mask1, fine[0],
                             lambda i1, m1: short.match_working(image0, i1, mask0, m1))
 
