@@ -162,30 +162,41 @@ def test_cfog_wrapped_in_the_global_search_registers_a_turned_and_scaled_pair():
 
 def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
     """When none of the first level's hypotheses is confirmed, the search runs again at ``escalate_side`` and
-    verifies the new hypotheses: here a 64 px first level is made to return only wrong rotations (more than 20
-    degrees off), and the escalated 96 px level registers the pair within the same 3 px."""
+    verifies the new hypotheses. Here a 64 px first level is made to return only wrong hypotheses: by default the
+    right rotation only with a scale 50 % off (the escalated level turns the SAR near the first level's rotations),
+    with ``escalate_full_circle`` no hypothesis within 20 degrees. Either way the escalated 96 px level registers the
+    pair within the same 3 px."""
     import osreg.matchers.global_search as gs
 
     real = gs.search_hypotheses
     levels = []
+    keep_rotation = [True]
 
-    def first_level_wrong(image0, mask0, image1, mask1, config, workers=None):
-        levels.append((config.coarse_side, config.rescore_side))
-        hyps = real(image0, mask0, image1, mask1, config, workers)
+    def first_level_wrong(image0, mask0, image1, mask1, config, workers=None, near=None):
+        levels.append((config.coarse_side, config.rescore_side, near))
+        hyps = real(image0, mask0, image1, mask1, config, workers, near)
         if len(levels) == 1:  # the first level of a run
             # OpenCV's 137 degrees is the search's 223 (it counts the other way round)
             hyps = [h for h in hyps if min((h.rotation - 223) % 360, (223 - h.rotation) % 360) > 20]
+            if keep_rotation[0]:
+                hyps.append(gs.Hypothesis(gs.scale_matrix(1.4 * 1.5), 220.0, 1.4 * 1.5, 0.0))
         return hyps
 
     monkeypatch.setattr(gs, "search_hypotheses", first_level_wrong)
     opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
-    # a coarser grid than the default (4 scales per octave, 10 degrees) keeps the four searches below fast
+    # a coarser grid than the default (4 scales per octave, 10 degrees) keeps the searches below fast
     fast = dict(coarse_side=64, rescore_side=128, candidates=4, scales_per_octave=4, rotation_step=10)
-    res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=96, **fast)).match(opt, sar, None, mask)
-    info = res.info["search"]
-    assert levels == [(64, 128), (96, 192)]
-    assert len(info["escalated_candidates"]) >= 1 and info["chosen"] >= len(info["candidates"])
-    assert info["confirmed"] is True and fit_error(res, D) < 3.0
+    for full in (False, True):
+        keep_rotation[0] = not full
+        levels.clear()
+        res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=96, escalate_full_circle=full,
+                                                                  **fast)).match(opt, sar, None, mask)
+        info = res.info["search"]
+        first = [c["rotation"] for c in info["candidates"]]
+        assert levels == [(64, 128, None), (96, 192, None if full else first)]
+        assert 220.0 in first or full
+        assert len(info["escalated_candidates"]) >= 1 and info["chosen"] >= len(info["candidates"])
+        assert info["confirmed"] is True and fit_error(res, D) < 3.0
     # the pair as given trusted by the verdict with fewer than accept_inliers inliers does not stop the escalation
     # (a deformed pair can pass the verdict's checks with a few chance matches): the escalated hypothesis wins
     verify = gs.GlobalSearchStage._verify
@@ -196,8 +207,9 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
 
     monkeypatch.setattr(gs.GlobalSearchStage, "_verify", weakly_trusted_as_given)
     levels.clear()
-    res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=96, **fast)).match(opt, sar, None, mask)
-    assert levels == [(64, 128), (96, 192)] and res.info["search"]["chosen"] != "as given"
+    res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=96, escalate_full_circle=True,
+                                                              **fast)).match(opt, sar, None, mask)
+    assert [lv[:2] for lv in levels] == [(64, 128), (96, 192)] and res.info["search"]["chosen"] != "as given"
     assert fit_error(res, D) < 3.0
     monkeypatch.setattr(gs.GlobalSearchStage, "_verify", verify)
     # escalation off, or a first level already as fine as the escalated one would be: the same wrong first level
@@ -206,7 +218,37 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
         levels.clear()
         res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=escalate, **fast)).match(
             opt, sar, None, mask)
-        assert levels == [(64, 128)] and res.info["search"]["confirmed"] is False
+        assert levels == [(64, 128, None)] and res.info["search"]["confirmed"] is False
+
+
+def test_a_search_near_given_rotations_scores_them_as_the_full_circle_does(monkeypatch):
+    """``near``: only the grid's rotations within one step of the given ones and of their half turns are turned and
+    scored, each (best score and shift, at every scale) exactly as the full-circle search scores it: the half-turn
+    shortcut still pairs each rotation with its twin."""
+    import osreg.matchers.global_search as gs
+
+    opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
+    cfg = GlobalSearchConfig(coarse_side=64, rescore_side=0, scales_per_octave=2)
+    calls = []
+    real = gs._rotation_peaks
+
+    def spy(P0, i1, m1, k, r, shape, rotations, *args):
+        peaks = real(P0, i1, m1, k, r, shape, rotations, *args)
+        calls.append(dict(zip(rotations.tolist(), peaks)))
+        return peaks
+
+    monkeypatch.setattr(gs, "_rotation_peaks", spy)
+    search_hypotheses(opt, np.ones(opt.shape, bool), sar, mask, cfg, workers=1)
+    n = len(calls)
+    part = search_hypotheses(opt, np.ones(opt.shape, bool), sar, mask, cfg, workers=1, near=[222.0, 14.0])
+    assert n == len(cfg.scales()) == len(calls) - n
+    # 222 is 42 modulo a half turn: 40 and 45 are within one 5 degree step, 35 is not; 14: 10 and 15
+    for full_peaks, part_peaks in zip(calls[:n], calls[n:]):
+        assert len(full_peaks) == 72
+        assert sorted(part_peaks) == [10.0, 15.0, 40.0, 45.0, 190.0, 195.0, 220.0, 225.0]
+        for rot, (score, ty, tx) in part_peaks.items():
+            assert (ty, tx) == full_peaks[rot][1:] and score == pytest.approx(full_peaks[rot][0], abs=1e-6)
+    assert part and {h.rotation for h in part} <= {10.0, 15.0, 40.0, 45.0, 190.0, 195.0, 220.0, 225.0}
 
 
 def test_an_unconfirmed_search_result_is_not_trusted():
