@@ -403,6 +403,40 @@ def test_the_final_pass_matches_on_the_densely_refined_rectification_at_a_short_
     assert "final_pass" not in res.info["search"] and fit_error(res, D) > 8
 
 
+def test_an_unconfirmed_choice_yields_to_a_final_pass_with_more_inliers(monkeypatch):
+    """The final pass is kept unless the earlier pass was trusted and it is not; but an earlier pass that is trusted
+    without being confirmed (fewer than accept_inliers inliers: the verdict refuses it anyway) yields to a final
+    pass with more inliers (ossift A under full-circle deformation: 20 trusted inliers 14 px off against 71
+    untrusted ones that registered it). The verdict's answers are stubbed here: trusted with 20 or 60 inliers before
+    the final pass, untrusted with 1000 or 10 in it."""
+    import osreg.matchers.global_search as gs
+
+    verify, final = gs.GlobalSearchStage._verify, gs.GlobalSearchStage._final_pass
+    opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
+    fast = dict(escalate_side=0, coarse_side=64, rescore_side=128, candidates=4, scales_per_octave=4,
+                rotation_step=10)
+    for earlier, later, kept in [(20, 1000, True), (20, 10, False), (60, 1000, False)]:
+        passes = []
+
+        def verify_as(self, image0, mask0, image1, mask1, W, matcher=None):
+            out = verify(self, image0, mask0, image1, mask1, W, matcher)
+            if out is None or passes:
+                return out
+            return ((W is not None, earlier if W is not None else 0), *out[1:])
+
+        def final_as(self, *args):
+            passes.append(final(self, *args))
+            return None if passes[0] is None else ((False, later), *passes[0][1:])
+
+        monkeypatch.setattr(gs.GlobalSearchStage, "_verify", verify_as)
+        monkeypatch.setattr(gs.GlobalSearchStage, "_final_pass", final_as)
+        res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(**fast)).match(opt, sar, None, mask)
+        info = res.info["search"]
+        assert info["confirmed"] is (earlier >= 40) and passes[0] is not None
+        assert info["final_pass"] is kept
+        assert np.array_equal(res.keypoints0, passes[0][1].keypoints0) is kept
+
+
 def test_global_search_config_is_checked():
     with pytest.raises(InputError, match=r"^global fine_side must be 0 \(off\) or at least 32 px and final_reach "
                                          r">= 0 px, got 16 and 4$"):

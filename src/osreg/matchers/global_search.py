@@ -24,7 +24,8 @@
    The chosen candidate's matches are mapped back to the input SAR's pixels.
 4. **Final pass.** The chosen hypothesis and its matches' fit are refined by the dense score (``fine_side``), and the
    matcher matches once more on the better of the two with its reach shortened (``final_reach``); not on a pair as
-   given that the verdict trusts.
+   given that the verdict trusts. That pass is the answer unless the earlier pass was trusted and it is not; an
+   earlier pass trusted without being confirmed (fewer than ``accept_inliers`` inliers) yields to more inliers.
 
 Scene structure is often nearly symmetric under a half turn, so the right hypothesis and its 180-degree twin can
 score alike at the coarse level: the verification, at full resolution, tells them apart.
@@ -647,8 +648,11 @@ class GlobalSearchStage(Stage):
         # result, unresampled)
         if self.config.fine_side and short is not verifier and (chosen != "as given" or not key[0]):
             out = self._final_pass(image0, mask0, image1, mask1, [hypothesis, W @ F], short)
-            info["final_pass"] = out is not None and out[0][0] >= key[0]
-            if info["final_pass"]:  # kept unless the earlier pass was trusted and this one is not
+            # kept unless the earlier pass was trusted and this one is not; an unconfirmed earlier pass (trusted
+            # with fewer than accept_inliers inliers: the verdict refuses it anyway) yields to more inliers
+            info["final_pass"] = out is not None and (out[0][0] >= key[0] or (
+                not info["confirmed"] and out[0][1] > key[1]))
+            if info["final_pass"]:
                 key, res, F, W = out
         return (key, res, F, W), chosen
 
