@@ -251,6 +251,24 @@ def test_a_search_near_given_rotations_scores_them_as_the_full_circle_does(monke
     assert part and {h.rotation for h in part} <= {10.0, 15.0, 40.0, 45.0, 190.0, 195.0, 220.0, 225.0}
 
 
+def test_rotations_near_keep_half_turns_and_the_grid():
+    """The rotations an escalated search turns: on an even grid the kept ones below 180 degrees, then the same turned
+    by 180 (what the half-turn shortcut needs); on an odd grid, which holds no half turns, the kept grid points in
+    order and no shortcut; without ``near`` the whole grid."""
+    from osreg.matchers.global_search import _rotations_near
+
+    even = GlobalSearchConfig(rotation_step=30)  # 12 rotations
+    rot, half = _rotations_near(even, [355.0, 100.0])
+    assert half and rot.tolist() == [0.0, 90.0, 120.0, 150.0, 180.0, 270.0, 300.0, 330.0]
+    odd = GlobalSearchConfig(rotation_step=8)  # 45 rotations
+    rot, half = _rotations_near(odd, [80.0])
+    # within 8 degrees of 80, and of its half turn 260 (not a grid point): 256 and 264, not 248 or 272
+    assert not half and rot.tolist() == [72.0, 80.0, 88.0, 256.0, 264.0]
+    for near in (None, []):
+        rot, half = _rotations_near(even, near)
+        assert half and rot.tolist() == even.rotations().tolist()
+
+
 def test_an_unconfirmed_search_result_is_not_trusted():
     """The verdict refuses a result the search chose among its hypotheses without confirming any (a wrong one
     passes the other checks more easily when many are tried)."""
