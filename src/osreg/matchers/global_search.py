@@ -410,8 +410,7 @@ class _Level:
     what every hypothesis scored there shares."""
 
     F0: np.ndarray  # conjugate spectrum of the padded optical channels and mask
-    L0: np.ndarray  # optical px -> level px
-    s0x: float
+    s0x: float  # optical px -> level px
     shape: tuple[int, int]  # padded FFT size
     size: tuple[int, int]  # (width, height) of the level image plus the radius on each side
     radius: int
@@ -429,7 +428,7 @@ def _level(image0: np.ndarray, mask0: np.ndarray, config: GlobalSearchConfig, wo
     pad0[:-1, radius:radius + h0, radius:radius + w0] = A0
     pad0[-1, radius:radius + h0, radius:radius + w0] = m0
     F0 = np.conj(sfft.rfft2(pad0, axes=(-2, -1), workers=workers))
-    return _Level(F0, scale_matrix(s0x), s0x, (Hh, Ww), (w0 + 2 * radius, h0 + 2 * radius), radius,
+    return _Level(F0, s0x, (Hh, Ww), (w0 + 2 * radius, h0 + 2 * radius), radius,
                   config.min_overlap * float(m0.sum()))
 
 
@@ -444,7 +443,9 @@ def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: n
 def _score(level: _Level, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypothesis], config: GlobalSearchConfig,
            workers: int, pre: dict[float, tuple[np.ndarray, np.ndarray, float]]) -> list[Hypothesis]:
     """:func:`_rescore` at a prepared ``level``; ``pre`` keeps the SAR resized per hypothesis scale across calls."""
-    F0, L0, radius = level.F0, level.L0, level.radius
+    F0, radius = level.F0, level.radius
+    L0 = scale_matrix(level.s0x)  # optical px -> level px
+    L0i = np.linalg.inv(L0)
     Hh, Ww = level.shape
     size = level.size
     shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
@@ -458,7 +459,7 @@ def _score(level: _Level, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypo
             if hyp.scale not in pre:
                 pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, level.s0x * hyp.scale))
             i1, m1, s1x = pre[hyp.scale]
-            M = scale_matrix(s1x) @ hyp.H @ np.linalg.inv(L0)  # optical level px -> SAR level px
+            M = scale_matrix(s1x) @ hyp.H @ L0i  # optical level px -> SAR level px
             wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
             wm = cv2.warpPerspective(m1.astype(np.uint8), M @ shift, size,
                                      flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
@@ -482,7 +483,7 @@ def _score(level: _Level, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypo
         if not np.isfinite(best):
             continue
         t = np.array([[1, 0, window[ix]], [0, 1, window[iy]], [0, 0, 1.0]])  # optical level px -> warped px
-        H = hyp.H @ np.linalg.inv(L0) @ t @ L0
+        H = hyp.H @ L0i @ t @ L0
         out.append(Hypothesis(H, hyp.rotation, hyp.scale, best))
     out.sort(key=lambda h: -h.score)
     return out
@@ -498,7 +499,8 @@ def refine_hypothesis(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     scored at ``config.fine_side``, and return the best scoring: first its translation within ``radius`` level px,
     then in rounds of shrinking steps (:data:`FINE_STEPS`: 2 degrees and 3 % down to 0.25 degrees and 0.4 %) the 9
     combinations of a turn and a rescaling about the optical image's centre (each with its best translation within 3
-    level px), keeping the best when it scores higher. The optical side of the score is prepared once for all.
+    level px), keeping the best when it scores higher. The optical side of the score is prepared once for all starts
+    (once per translation reach).
 
     Returns:
         (the refined transform, its score), or None when none can be scored (too little overlap).
