@@ -23,9 +23,11 @@
    the first level's hypotheses and their half turns, and its new hypotheses are verified too.
    The chosen candidate's matches are mapped back to the input SAR's pixels.
 4. **Final pass.** The chosen hypothesis and its matches' fit are refined by the dense score (``fine_side``), and the
-   matcher matches once more on the better of the two with its reach shortened (``final_reach``); not on a pair as
-   given that the verdict trusts. That pass is the answer unless the earlier pass was trusted and it is not; an
-   earlier pass trusted without being confirmed (fewer than ``accept_inliers`` inliers) yields to more inliers.
+   matcher matches once more on the better of the two with its reach shortened (``final_reach``). That pass is the
+   answer unless the earlier pass was trusted and it is not; an earlier pass trusted without being confirmed (fewer
+   than ``accept_inliers`` inliers) yields to more inliers. When nothing is confirmed, the best ranked verified
+   candidates at other places get a final pass too (``final_alternatives``); one with 1.5 times the answer's inliers
+   replaces it.
 
 Scene structure is often nearly symmetric under a half turn, so the right hypothesis and its 180-degree twin can
 score alike at the coarse level: the verification, at full resolution, tells them apart.
@@ -54,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 VERIFIERS = ("self", "cfog")
 ERODE = np.ones((5, 5), np.uint8)  # channel borders next to no-data are artificial edges
+ALTERNATIVE_GAIN = 1.5  # an alternative's final pass replaces an unconfirmed answer with this many times its inliers
 STRUCTURE_CAP = 4.0  # a pixel's coarse weight saturates at 4x the median structure (bright edges do not dominate)
 
 
@@ -99,6 +102,11 @@ class GlobalSearchConfig(DictConfig):
             such pass. Dense agreement over the whole overlap places the pair more precisely than the consensus of
             local templates where speckle makes many of them wrong (1 m SAR); the short reach keeps the matches
             near it and lets the correct ones refine it locally.
+        final_alternatives: when the search confirms nothing, the final pass also runs on this many other verified
+            candidates (best ranked first, each at another place); one whose pass has ``ALTERNATIVE_GAIN`` (1.5)
+            times the answer's inliers replaces it, trusted or not; 0: only the chosen one gets a final pass. Where the verifier's matches are mostly wrong (1 m SAR, small images),
+            a right candidate can rank below a wrong one by a few inliers at first, and gain far more than it in
+            its final pass. The verdict still refuses an unconfirmed result.
     """
 
     coarse_side: int = 96
@@ -119,6 +127,7 @@ class GlobalSearchConfig(DictConfig):
     fine_side: int = 256
     final_reach: int = 4
     escalate_full_circle: bool = False
+    final_alternatives: int = 3
 
     def __post_init__(self) -> None:
         if self.coarse_side < 32:
@@ -143,6 +152,8 @@ class GlobalSearchConfig(DictConfig):
         if self.fine_side < 0 or self.final_reach < 0 or (self.fine_side and self.fine_side < 32):
             raise InputError(f"global fine_side must be 0 (off) or at least 32 px and final_reach >= 0 px, got "
                              f"{self.fine_side} and {self.final_reach}")
+        if self.final_alternatives < 0:
+            raise InputError(f"global final_alternatives must be >= 0, got {self.final_alternatives}")
 
     def escalated(self) -> GlobalSearchConfig:
         """The settings of the escalated search (``escalate_side``; rescoring at twice that)."""
@@ -610,6 +621,7 @@ class GlobalSearchStage(Stage):
         # the pair as given first: images of one place are often nearly aligned already, and then the matcher's
         # own result is kept as it is (no resampling, no search)
         best = self._verify(image0, mask0, image1, mask1, None, run)
+        tried = [best] if best is not None else []  # every verified candidate, for the final pass's alternatives
         chosen: int | str | None = "as given" if best is not None else None
         if self._strong(best):
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
@@ -619,7 +631,7 @@ class GlobalSearchStage(Stage):
         if len(hyps) > 1:
             info["peak_margin"] = round(hyps[0].score / max(hyps[1].score, 1e-6), 4)
         info["hypotheses_verified"] = 0
-        best, chosen = self._verify_ranked(image0, mask0, image1, mask1, hyps, 0, best, chosen, info, run)
+        best, chosen = self._verify_ranked(image0, mask0, image1, mask1, hyps, 0, best, chosen, info, run, tried)
         if self.config.escalate_side > self.config.coarse_side and not self._strong(best):
             # nothing confirmed with accept_inliers inliers, not even the pair as given (which the verdict may trust
             # with fewer): the right hypothesis may not be among the coarse level's best; search at a finer level
@@ -629,7 +641,7 @@ class GlobalSearchStage(Stage):
             more = [h for h in more if not any(_same_place(h.H, g.H, image0.shape) for g in hyps)]
             info["escalated_candidates"] = _summary(more)
             best, chosen = self._verify_ranked(image0, mask0, image1, mask1, more, len(hyps), best, chosen, info,
-                                               run)
+                                               run, tried)
         info["chosen"] = chosen
         if best is None:
             return None, None
@@ -646,17 +658,44 @@ class GlobalSearchStage(Stage):
                 key, res, F, W = out
                 info["refine_passes"] = info.get("refine_passes", 0) + 1
         short = verifier.with_reach(self.config.final_reach) if self.config.final_reach else verifier
-        # the final pass; not on a pair as given that the verdict trusts (an aligned pair keeps the matcher's own
-        # result, unresampled)
-        if self.config.fine_side and short is not verifier and (chosen != "as given" or not key[0]):
-            out = self._final_pass(image0, mask0, image1, mask1, [hypothesis, W @ F], short)
+        # the final pass (a strong pair as given never gets here: an aligned pair keeps the matcher's own result,
+        # unresampled)
+        if self.config.fine_side and short is not verifier:
+            starts = [hypothesis, W @ F]
+            out = self._final_pass(image0, mask0, image1, mask1, starts, short)
             # kept unless the earlier pass was trusted and this one is not; an unconfirmed earlier pass (trusted
             # with fewer than accept_inliers inliers: the verdict refuses it anyway) yields to more inliers
             info["final_pass"] = out is not None and (out[0][0] >= key[0] or (
                 not info["confirmed"] and out[0][1] > key[1]))
             if info["final_pass"]:
                 key, res, F, W = out
+            if not info["confirmed"]:
+                # the best ranked other candidates, each at a place no final pass started from, get one too; one
+                # replaces the answer with ALTERNATIVE_GAIN times its inliers, trusted or not (the verdict refuses
+                # an unconfirmed result anyway; a wrong place can pass its checks where a right one fails them)
+                alternatives = self._alternatives(tried, starts, image0.shape)
+                info["final_alternatives"] = len(alternatives)
+                for n, (_, _, Fa, Wa) in enumerate(alternatives, start=1):
+                    out = self._final_pass(image0, mask0, image1, mask1, [Wa, Wa @ Fa], short)
+                    if out is not None and out[0][1] >= ALTERNATIVE_GAIN * max(key[1], 1):
+                        key, res, F, W = out
+                        info["final_alternative"] = n
         return (key, res, F, W), chosen
+
+    def _alternatives(self, tried: list[tuple], starts: list[np.ndarray], shape: tuple[int, int]) -> list[tuple]:
+        """Up to ``final_alternatives`` verified candidates of ``tried`` (what :meth:`_verify` returns), best ranked
+        first, whose rectification and fit are at places (:func:`_same_place`) that none of ``starts`` nor a better
+        ranked one's is at."""
+        out: list[tuple] = []
+        places = list(starts)
+        for cand in sorted(tried, key=lambda c: c[0], reverse=True):
+            if len(out) >= self.config.final_alternatives:
+                break
+            own = [cand[3], cand[3] @ cand[2]]
+            if not any(_same_place(a, p, shape) for a in own for p in places):
+                out.append(cand)
+                places += own
+        return out
 
     def _final_pass(self, image0, mask0, image1, mask1, starts: list[np.ndarray], short: Matcher
                     ) -> tuple | None:
@@ -679,15 +718,17 @@ class GlobalSearchStage(Stage):
         return best is not None and bool(best[0][0]) and (chosen == "as given" or self._strong(best))
 
     def _verify_ranked(self, image0, mask0, image1, mask1, hyps: list[Hypothesis], first: int, best: tuple | None,
-                       chosen: int | str | None, info: dict, run: Callable
+                       chosen: int | str | None, info: dict, run: Callable, tried: list[tuple]
                        ) -> tuple[tuple | None, int | str | None]:
         """Verify ``hyps`` best first (their ranks counted from ``first``), stopping at the first one trusted with
-        ``accept_inliers`` inliers; returns the best of them and ``best`` with its rank."""
+        ``accept_inliers`` inliers; returns the best of them and ``best`` with its rank, and adds every verified
+        candidate to ``tried``."""
         for rank, hyp in enumerate(hyps, start=first):
             info["hypotheses_verified"] = rank + 1
             out = self._verify(image0, mask0, image1, mask1, hyp.H, run)
             if out is None:
                 continue
+            tried.append(out)
             if best is None or out[0] > best[0]:
                 best, chosen = out, rank
             if self._strong(out):
