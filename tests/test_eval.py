@@ -97,6 +97,29 @@ def test_tiepoint_ground_truth_interpolates_its_points():
     np.testing.assert_allclose(gt.map(p0), p1, atol=0.3)
 
 
+def test_a_cropped_tie_point_truth_is_scored_only_where_the_crop_has_pixels():
+    """A crop keeps every tie point for the interpolation, but the error is measured only at the tie points inside
+    it: a registration right inside a 50 px crop and wrong far outside it scores 0 there."""
+    from osreg.eval.deform import translation
+    from osreg.eval.metrics import pair_metrics
+    from osreg.geometry import Estimate
+    from osreg.types import MatchResult
+
+    p0 = np.array([[10.0, 10], [40, 20], [30, 45], [150, 150], [180, 20], [20, 170]])
+    p1 = p0 + [5.0, -3.0]
+    p1[3:] += [40.0, 0.0]  # far from the crop the SAR is 40 px further off
+    gt = GroundTruth(points0=p0, points1=p1).composed(before=translation(-5, -5), after=translation(-5, -5))
+    inside = gt.eval_points(50, 50)
+    np.testing.assert_allclose(inside, p0[:3] - 5)
+    np.testing.assert_array_equal(gt.corner_points(50, 50), inside)
+    np.testing.assert_array_equal(gt.inside(50, 50), [True, True, True, False, False, False])
+    H = np.array([[1.0, 0, 5], [0, 1, -3], [0, 0, 1]])  # right inside the crop
+    est = Estimate(H=H, inliers=np.zeros(0, bool), residuals=np.zeros(0), model="affine")
+    m = pair_metrics(MatchResult.empty(), est, gt, 50, 50)
+    assert m["reg_error"] == pytest.approx(0.0, abs=0.6) and m["corner_error"] == pytest.approx(0.0, abs=0.6)
+    assert pair_metrics(MatchResult.empty(), est, gt, 200, 200)["reg_error"] > 15
+
+
 def test_what_a_global_transform_can_reach_on_non_affine_tie_points():
     from osreg.eval.benchmark import reachable_note
 

@@ -109,6 +109,9 @@ def prepare_pair(spec: PairSpec, protocol: str, crop: int, seed: int) -> Prepare
         img0, m0 = img0[y0:y0 + h, x0:x0 + w], m0[y0:y0 + h, x0:x0 + w]
         img1, m1 = img1[sy0:sy0 + sh, sx0:sx0 + sw], m1[sy0:sy0 + sh, sx0:sx0 + sw]
         gt = gt.composed(before=translation(-x0, -y0), after=translation(-sx0, -sy0))
+        if gt.kind == "tiepoints" and not gt.inside(w, h).any():
+            raise InputError(f"the {crop} px crop of {spec.dataset}/{spec.name} holds none of its tie points: it "
+                             "cannot be scored (use a larger --crop)")
     if protocol == "aligned":
         return PreparedPair(img0, img1, m0, m1, gt)
     rng = np.random.default_rng(pair_seed(seed, f"{spec.dataset}/{spec.name}"))

@@ -73,16 +73,23 @@ class GroundTruth:
         return tps(xy)
 
     def eval_points(self, width: int, height: int, n: int = 10) -> np.ndarray:
-        """Points where registration error is measured: an n x n grid, or the tie points themselves."""
+        """Points where registration error is measured: an n x n grid over the optical image, or the tie points that
+        lie in it (a crop keeps every tie point for the interpolation, but a registration is only scored where it
+        has pixels)."""
         if self.H is None:
-            return self.points0
+            return self.points0[self.inside(width, height)]
         gx, gy = np.meshgrid(np.linspace(0, width - 1, n), np.linspace(0, height - 1, n))
         return np.stack([gx.ravel(), gy.ravel()], axis=1)
 
+    def inside(self, width: int, height: int) -> np.ndarray:
+        """Which tie points' optical positions lie in an optical image of ``width`` x ``height`` px."""
+        x, y = self.points0[:, 0], self.points0[:, 1]
+        return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+
     def corner_points(self, width: int, height: int) -> np.ndarray:
-        """Image corners (transform ground truth) or the tie points (tie-point ground truth)."""
+        """Image corners (transform ground truth) or the tie points in the image (tie-point ground truth)."""
         if self.H is None:
-            return self.points0
+            return self.points0[self.inside(width, height)]
         return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float)
 
     def global_fit_error(self, model: str, width: int, height: int) -> float:
