@@ -540,6 +540,37 @@ def test_a_pair_as_given_trusted_without_confirmation_gets_the_final_pass(monkey
         assert np.array_equal(res.keypoints0, passes[0][1].keypoints0) is trusted
 
 
+def test_a_final_pass_trusted_with_many_inliers_confirms_an_unconfirmed_search(monkeypatch):
+    """A search that confirmed no candidate is confirmed by a final pass the verdict trusts with final_confirm_inliers
+    (100) inliers, and the verdict then accepts its result; not with fewer, not untrusted, not when switched off (0).
+    Stubbed: every candidate untrusted with 10 inliers, the final pass's key as given."""
+    import osreg.matchers.global_search as gs
+
+    verify, final = gs.GlobalSearchStage._verify, gs.GlobalSearchStage._final_pass
+    opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
+    fast = dict(escalate_side=0, coarse_side=64, rescore_side=128, candidates=3, scales_per_octave=4,
+                rotation_step=10, final_alternatives=0)
+    for key, confirm, confirmed in [((True, 120), 100, True), ((True, 90), 100, False), ((False, 200), 100, False),
+                                    ((True, 120), 0, False)]:
+        started = []
+
+        def verify_as(self, image0, mask0, image1, mask1, W, matcher=None):
+            out = verify(self, image0, mask0, image1, mask1, W, matcher)
+            return out if out is None or started else ((False, 10), *out[1:])
+
+        def final_as(self, *args):
+            started.append(True)
+            return (key, *final(self, *args)[1:])
+
+        monkeypatch.setattr(gs.GlobalSearchStage, "_verify", verify_as)
+        monkeypatch.setattr(gs.GlobalSearchStage, "_final_pass", final_as)
+        res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(final_confirm_inliers=confirm, **fast)).match(
+            opt, sar, None, mask)
+        info = res.info["search"]
+        assert info["final_pass"] is True and info["confirmed"] is confirmed
+        assert (info.get("confirmed_by") == "final pass") is confirmed
+
+
 def test_global_search_config_is_checked():
     with pytest.raises(InputError, match=r"^global fine_side must be 0 \(off\) or at least 32 px and final_reach "
                                          r">= 0 px, got 16 and 4$"):
@@ -556,6 +587,8 @@ def test_global_search_config_is_checked():
         GlobalSearchConfig(escalate_side=-1)
     with pytest.raises(InputError, match=r"^global final_alternatives must be >= 0, got -1$"):
         GlobalSearchConfig(final_alternatives=-1)
+    with pytest.raises(InputError, match=r"^global final_confirm_inliers must be >= 0 \(0: never\), got -5$"):
+        GlobalSearchConfig(final_confirm_inliers=-5)
     cfg = GlobalSearchConfig(rotation_step=5, min_scale=0.5, max_scale=2.0, scales_per_octave=4)
     assert len(cfg.rotations()) == 72 and len(cfg.scales()) == 9 and cfg.scales()[4] == pytest.approx(1.0)
 
