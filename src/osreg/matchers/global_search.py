@@ -104,9 +104,10 @@ class GlobalSearchConfig(DictConfig):
             near it and lets the correct ones refine it locally.
         final_alternatives: when the search confirms nothing, the final pass also runs on this many other verified
             candidates (best ranked first, each at another place); one whose pass has ``ALTERNATIVE_GAIN`` (1.5)
-            times the answer's inliers replaces it, trusted or not; 0: only the chosen one gets a final pass. Where the verifier's matches are mostly wrong (1 m SAR, small images),
-            a right candidate can rank below a wrong one by a few inliers at first, and gain far more than it in
-            its final pass. The verdict still refuses an unconfirmed result.
+            times the answer's inliers replaces it, trusted or not; 0: only the chosen one gets a final pass. Where
+            the verifier's matches are mostly wrong (1 m SAR, small images), a right candidate can rank below a wrong
+            one by a few inliers at first, and gain far more than it in its final pass. The verdict still refuses
+            an unconfirmed result.
         final_confirm_inliers: a final pass (of the chosen candidate or an alternative) that the verdict trusts with
             this many inliers confirms a search that confirmed nothing before; 0: never. A wrong place gathered at
             most 76 trusted inliers in a final pass on the held-out pairs (1 m osmnet), right ones 100-170 (volkov
@@ -709,7 +710,7 @@ class GlobalSearchStage(Stage):
 
     def _final_pass(self, image0, mask0, image1, mask1, starts: list[np.ndarray], short: Matcher
                     ) -> tuple | None:
-        """The best scoring of the rectifications ``starts`` (the chosen hypothesis and its matches' fit: where local
+        """The best scoring of the rectifications ``starts`` (a candidate's hypothesis and its matches' fit: where local
         matches are mostly wrong, the fit can drift further from the truth than the hypothesis was), each refined by
         the dense score (:func:`refine_hypothesis`), matched by ``short`` (the verifier with ``final_reach``).
         Returns what :meth:`_verify` returns, or None."""
