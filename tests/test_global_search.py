@@ -514,8 +514,8 @@ def test_a_pair_as_given_trusted_without_confirmation_gets_the_final_pass(monkey
 
     verify, final = gs.GlobalSearchStage._verify, gs.GlobalSearchStage._final_pass
     opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
-    fast = dict(escalate_side=0, coarse_side=64, rescore_side=128, candidates=3, scales_per_octave=4,
-                rotation_step=10)
+    fast = dict(escalate_side=0, coarse_side=64, rescore_side=0, candidates=2, scales_per_octave=4,
+                rotation_step=10, fine_side=128)
     for trusted in (True, False):
         starts, passes = [], []
 
@@ -548,8 +548,8 @@ def test_a_final_pass_trusted_with_many_inliers_confirms_an_unconfirmed_search(m
 
     verify, final = gs.GlobalSearchStage._verify, gs.GlobalSearchStage._final_pass
     opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
-    fast = dict(escalate_side=0, coarse_side=64, rescore_side=128, candidates=3, scales_per_octave=4,
-                rotation_step=10, final_alternatives=0)
+    fast = dict(escalate_side=0, coarse_side=64, rescore_side=0, candidates=2, scales_per_octave=4,
+                rotation_step=10, final_alternatives=0, fine_side=128)
     for key, confirm, confirmed in [((True, 120), 100, True), ((True, 90), 100, False), ((False, 200), 100, False),
                                     ((True, 120), 0, False)]:
         started = []
