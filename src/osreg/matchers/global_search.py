@@ -669,29 +669,38 @@ class GlobalSearchStage(Stage):
         # the final pass (a strong pair as given never gets here: an aligned pair keeps the matcher's own result,
         # unresampled)
         if self.config.fine_side and short is not verifier:
-            starts = [hypothesis, W @ F]
-            out = self._final_pass(image0, mask0, image1, mask1, starts, short)
-            # kept unless the earlier pass was trusted and this one is not; an unconfirmed earlier pass (trusted
-            # with fewer than accept_inliers inliers: the verdict refuses it anyway) yields to more inliers
-            info["final_pass"] = out is not None and (out[0][0] >= key[0] or (
-                not info["confirmed"] and out[0][1] > key[1]))
-            if info["final_pass"]:
-                key, res, F, W = out
-            if not info["confirmed"]:
-                # the best ranked other candidates, each at a place no final pass started from, get one too; one
-                # replaces the answer with ALTERNATIVE_GAIN times its inliers, trusted or not (the verdict refuses
-                # an unconfirmed result anyway; a wrong place can pass its checks where a right one fails them)
-                alternatives = self._alternatives(tried, starts, image0.shape)
-                info["final_alternatives"] = len(alternatives)
-                for n, (_, _, Fa, Wa) in enumerate(alternatives, start=1):
-                    out = self._final_pass(image0, mask0, image1, mask1, [Wa, Wa @ Fa], short)
-                    if out is not None and out[0][1] >= ALTERNATIVE_GAIN * max(key[1], 1):
-                        key, res, F, W = out
-                        info["final_alternative"] = n
-                if self.config.final_confirm_inliers and key[0] and key[1] >= self.config.final_confirm_inliers:
-                    # far more inliers than a first verification needs (accept_inliers), with the verdict's trust
-                    info.update(confirmed=True, confirmed_by="final pass")
+            return self._finish(image0, mask0, image1, mask1, (key, res, F, W), hypothesis, tried, info, short), chosen
         return (key, res, F, W), chosen
+
+    def _finish(self, image0, mask0, image1, mask1, best: tuple, hypothesis: np.ndarray, tried: list[tuple],
+                info: dict, short: Matcher) -> tuple:
+        """The final passes (module doc, step 4) after the choice ``best`` (what :meth:`_verify` returns), whose
+        hypothesis was ``hypothesis``; ``tried``: every verified candidate; ``short``: the verifier with
+        ``final_reach``. Returns the answer, like ``best``."""
+        key, res, F, W = best
+        starts = [hypothesis, W @ F]
+        out = self._final_pass(image0, mask0, image1, mask1, starts, short)
+        # kept unless the earlier pass was trusted and this one is not; an unconfirmed earlier pass (trusted with
+        # fewer than accept_inliers inliers: the verdict refuses it anyway) yields to more inliers
+        info["final_pass"] = out is not None and (out[0][0] >= key[0] or (not info["confirmed"] and out[0][1] > key[1]))
+        if info["final_pass"]:
+            key, res, F, W = out
+        if info["confirmed"]:
+            return key, res, F, W
+        # the best ranked other candidates, each at a place no final pass started from, get one too; one replaces the
+        # answer with ALTERNATIVE_GAIN times its inliers, trusted or not (the verdict refuses an unconfirmed result
+        # anyway; a wrong place can pass its checks where a right one fails them)
+        alternatives = self._alternatives(tried, starts, image0.shape)
+        info["final_alternatives"] = len(alternatives)
+        for n, (_, _, Fa, Wa) in enumerate(alternatives, start=1):
+            out = self._final_pass(image0, mask0, image1, mask1, [Wa, Wa @ Fa], short)
+            if out is not None and out[0][1] >= ALTERNATIVE_GAIN * max(key[1], 1):
+                key, res, F, W = out
+                info["final_alternative"] = n
+        if self.config.final_confirm_inliers and key[0] and key[1] >= self.config.final_confirm_inliers:
+            # far more inliers than a first verification needs (accept_inliers), with the verdict's trust
+            info.update(confirmed=True, confirmed_by="final pass")
+        return key, res, F, W
 
     def _alternatives(self, tried: list[tuple], starts: list[np.ndarray], shape: tuple[int, int]) -> list[tuple]:
         """Up to ``final_alternatives`` verified candidates of ``tried`` (what :meth:`_verify` returns), best ranked
