@@ -431,8 +431,8 @@ def test_an_unconfirmed_choice_yields_to_a_final_pass_with_more_inliers(monkeypa
 
     verify, final = gs.GlobalSearchStage._verify, gs.GlobalSearchStage._final_pass
     opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
-    fast = dict(escalate_side=0, coarse_side=64, rescore_side=128, candidates=4, scales_per_octave=4,
-                rotation_step=10)
+    fast = dict(escalate_side=0, coarse_side=64, rescore_side=0, candidates=4, scales_per_octave=4,
+                rotation_step=10, fine_side=128)
     for earlier, later, kept in [(20, 1000, True), (20, 10, False), (60, 1000, False)]:
         passes = []
 
@@ -468,8 +468,8 @@ def test_unconfirmed_searches_give_other_candidates_a_final_pass_and_keep_the_be
 
     verify, final = gs.GlobalSearchStage._verify, gs.GlobalSearchStage._final_pass
     opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
-    fast = dict(escalate_side=0, coarse_side=64, rescore_side=128, candidates=6, scales_per_octave=4,
-                rotation_step=10)
+    fast = dict(escalate_side=0, coarse_side=64, rescore_side=0, candidates=6, scales_per_octave=4,
+                rotation_step=10, fine_side=128)
     for alternatives in (3, 0):
         verified, starts, passes = [], [], []
 
