@@ -184,8 +184,10 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
 
     monkeypatch.setattr(gs, "search_hypotheses", first_level_wrong)
     opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
-    # a coarser grid than the default (4 scales per octave, 10 degrees) keeps the searches below fast
-    fast = dict(coarse_side=64, rescore_side=128, candidates=4, scales_per_octave=4, rotation_step=10)
+    # a coarser grid than the default (4 scales per octave, 10 degrees) and no final passes of other candidates
+    # (their own test) keep the searches below fast
+    fast = dict(coarse_side=64, rescore_side=128, candidates=4, scales_per_octave=4, rotation_step=10,
+                final_alternatives=0)
     for full in (False, True):
         keep_rotation[0] = not full
         levels.clear()
