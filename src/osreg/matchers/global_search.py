@@ -678,8 +678,9 @@ class GlobalSearchStage(Stage):
         hypothesis was ``hypothesis``; ``tried``: every verified candidate; ``short``: the verifier with
         ``final_reach``. Returns the answer, like ``best``."""
         key, res, F, W = best
+        run = short.bind_reference(image0, mask0)  # the optical side once for every final pass
         starts = [hypothesis, W @ F]
-        out = self._final_pass(image0, mask0, image1, mask1, starts, short)
+        out = self._final_pass(image0, mask0, image1, mask1, starts, run)
         # kept unless the earlier pass was trusted and this one is not; an unconfirmed earlier pass (trusted with
         # fewer than accept_inliers inliers: the verdict refuses it anyway) yields to more inliers
         info["final_pass"] = out is not None and (out[0][0] >= key[0] or (not info["confirmed"] and out[0][1] > key[1]))
@@ -693,7 +694,7 @@ class GlobalSearchStage(Stage):
         alternatives = self._alternatives(tried, starts, image0.shape)
         info["final_alternatives"] = len(alternatives)
         for n, (_, _, Fa, Wa) in enumerate(alternatives, start=1):
-            out = self._final_pass(image0, mask0, image1, mask1, [Wa, Wa @ Fa], short)
+            out = self._final_pass(image0, mask0, image1, mask1, [Wa, Wa @ Fa], run)
             if out is not None and out[0][1] >= ALTERNATIVE_GAIN * max(key[1], 1):
                 key, res, F, W = out
                 info["final_alternative"] = n
@@ -717,17 +718,15 @@ class GlobalSearchStage(Stage):
                 places += own
         return out
 
-    def _final_pass(self, image0, mask0, image1, mask1, starts: list[np.ndarray], short: Matcher
-                    ) -> tuple | None:
+    def _final_pass(self, image0, mask0, image1, mask1, starts: list[np.ndarray], run: Callable) -> tuple | None:
         """The best scoring of the rectifications ``starts`` (a candidate's hypothesis and its matches' fit: where local
         matches are mostly wrong, the fit can drift further from the truth than the hypothesis was), each refined by
-        the dense score (:func:`refine_hypothesis`), matched by ``short`` (the verifier with ``final_reach``).
-        Returns what :meth:`_verify` returns, or None."""
+        the dense score (:func:`refine_hypothesis`), matched by ``run`` (the verifier with ``final_reach``, bound to
+        the optical image). Returns what :meth:`_verify` returns, or None."""
         fine = refine_hypothesis(image0, mask0, image1, mask1, starts, self.config)
         if fine is None:
             return None
-        return self._verify(image0, mask0, image1, mask1, fine[0],
-                            lambda i1, m1: short.match_working(image0, i1, mask0, m1))
+        return self._verify(image0, mask0, image1, mask1, fine[0], run)
 
     def _strong(self, best: tuple | None) -> bool:
         """Whether a verified candidate is trusted by the verdict with ``accept_inliers`` inliers."""
