@@ -187,17 +187,17 @@ def test_a_short_training_run_lowers_the_loss_and_resumes(tmp_path):
 
     opt, sar = demo_images()
     pairs = [TrainPair("demo", opt, sar, np.array([0.0, 1.0]), True)]
-    cfg = TrainConfig(preset="tiny", steps=40, batch=2, lr=1e-2, checkpoint_every=20, val_every=20)
+    cfg = TrainConfig(preset="tiny", steps=30, batch=1, lr=1e-2, checkpoint_every=15, val_every=15)
     last = train(None, str(tmp_path / "run"), cfg, threads=1, pairs=(pairs, pairs))
     hist = json.loads((tmp_path / "run" / "history.json").read_text())
     losses = [h["classification"] for h in hist]
-    assert len(hist) == 40 and np.mean(losses[-10:]) < 0.85 * np.mean(losses[:5])
+    assert len(hist) == 30 and np.mean(losses[-10:]) < 0.85 * np.mean(losses[:5])  # measured 0.57
     assert "precision_3px" in hist[-1] and (tmp_path / "run" / "curves.png").exists()
-    more = TrainConfig(preset="tiny", steps=45, batch=2, lr=1e-2, checkpoint_every=20, val_every=20)
+    more = TrainConfig(preset="tiny", steps=33, batch=1, lr=1e-2, checkpoint_every=15, val_every=15)
     train(None, str(tmp_path / "run"), more, resume=True, threads=1, pairs=(pairs, pairs))
     hist = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [h["step"] for h in hist] == list(range(1, 46))
-    assert torch.load(last, weights_only=True)["step"] == 45
+    assert [h["step"] for h in hist] == list(range(1, 34))
+    assert torch.load(last, weights_only=True)["step"] == 33
 
 
 def test_both_encoders_learn_from_the_first_step():

@@ -169,9 +169,10 @@ def test_benchmark_end_to_end(shared_data, tmp_path):
     from osreg.eval.benchmark import BenchmarkConfig, run_benchmark
 
     # CFOG without the search's escalation: nothing registers this osmnet pair, and the escalated search would
-    # only add time here (it is tested in test_global_search.py), nor do 8 scales per octave or the final passes
-    # of other candidates; the options also go through a method spec
-    cfog = "cfog[global_escalate_side=0,global_scales_per_octave=4,global_final_alternatives=0]"
+    # only add time here (it is tested in test_global_search.py), nor do the default's finer grid, rescoring or the
+    # final passes of other candidates; the options also go through a method spec
+    cfog = ("cfog[global_escalate_side=0,global_scales_per_octave=4,global_rotation_step=10,global_rescore_side=0,"
+            "global_final_alternatives=0]")
     cfg = BenchmarkConfig(data_dir=str(shared_data), datasets=("osmnet_zhanghan9718",), methods=("sift", cfog),
                           max_pairs=1, threads=1)
     written = run_benchmark(cfg, tmp_path / "rep")

@@ -171,10 +171,14 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
     real = gs.search_hypotheses
     levels = []
     keep_rotation = [True]
+    done = {}  # every run searches the same pair: each level is computed once
 
     def first_level_wrong(image0, mask0, image1, mask1, config, workers=None, near=None):
         levels.append((config.coarse_side, config.rescore_side, near))
-        hyps = real(image0, mask0, image1, mask1, config, workers, near)
+        key = (repr(config), None if near is None else tuple(near))
+        if key not in done:
+            done[key] = real(image0, mask0, image1, mask1, config, workers, near)
+        hyps = list(done[key])
         if len(levels) == 1:  # the first level of a run
             # OpenCV's 137 degrees is the search's 223 (it counts the other way round)
             hyps = [h for h in hyps if min((h.rotation - 223) % 360, (223 - h.rotation) % 360) > 20]
@@ -184,10 +188,10 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
 
     monkeypatch.setattr(gs, "search_hypotheses", first_level_wrong)
     opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
-    # a coarser grid than the default (4 scales per octave, 10 degrees) and no final passes of other candidates
-    # (their own test) keep the searches below fast
+    # a coarser grid than the default (4 scales per octave, 10 degrees), no final passes of other candidates (their
+    # own test) and a 128 px final pass keep the searches below fast
     fast = dict(coarse_side=64, rescore_side=128, candidates=4, scales_per_octave=4, rotation_step=10,
-                final_alternatives=0)
+                final_alternatives=0, fine_side=128)
     for full in (False, True):
         keep_rotation[0] = not full
         levels.clear()
@@ -319,8 +323,11 @@ def test_a_cfog_verifier_leaves_two_passes_to_the_wrapped_matcher():
     matcher's pass on the chosen rectification is the answer (same 3 px bound as with the wrapped matcher verifying);
     an aligned pair the wrapped matcher trusts takes it one pass."""
     opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
+    # a coarser grid than the default (4 scales per octave, 10 degrees), no rescoring and a 128 px final pass keep
+    # the searches fast; the passes counted do not depend on them
+    fast = dict(scales_per_octave=4, rotation_step=10, rescore_side=0, fine_side=128)
     inner = CountingCFOG()
-    res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog")).match(opt, sar, None, mask)
+    res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog", **fast)).match(opt, sar, None, mask)
     info = res.info["search"]
     assert inner.passes == 2 and res.info["counted"] is True
     assert info["verifier"] == "cfog" and info["chosen"] == 0 and info["confirmed"] is True
@@ -328,11 +335,11 @@ def test_a_cfog_verifier_leaves_two_passes_to_the_wrapped_matcher():
     # without the verifier the wrapped matcher verifies every hypothesis itself: the pair as given, the chosen
     # one, its refinement pass
     inner = CountingCFOG()
-    GlobalSearchStage(inner).match(opt, sar, None, mask)
+    GlobalSearchStage(inner, GlobalSearchConfig(**fast)).match(opt, sar, None, mask)
     assert inner.passes >= 3
     opt, sar, mask, D = demo_rotated_case(0.0, 1.0)
     inner = CountingCFOG()
-    res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog")).match(opt, sar, None, mask)
+    res = GlobalSearchStage(inner, GlobalSearchConfig(verifier="cfog", **fast)).match(opt, sar, None, mask)
     assert inner.passes == 1 and res.info["search"]["chosen"] == "as given" and fit_error(res, D) < 3.0
 
 
