@@ -22,7 +22,7 @@ from osreg.eval.datasets import load_pairs
 from osreg.geometry import apply_transform
 from osreg.matchers import method_setup
 from osreg.matchers.cfog import CFOGMatcher
-from osreg.matchers.global_search import search_hypotheses
+from osreg.matchers.coarse_search import search_hypotheses
 from osreg.runtime import set_threads
 
 

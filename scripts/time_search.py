@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(args.threads)
     import osreg.matchers.cfog as cfog
-    import osreg.matchers.global_search as gs
+    import osreg.matchers.coarse_search as gs
     from osreg.matchers import build_matcher, method_setup
 
     search_pairs = _pairs(args.data, ("046", "048"), "paper")

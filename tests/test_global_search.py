@@ -15,9 +15,7 @@ from osreg.errors import InputError
 from osreg.geometry import GeometryConfig, estimate_transform
 from osreg.matchers.base import Matcher
 from osreg.matchers.cfog import CFOGMatcher
-from osreg.matchers.global_search import (
-    GlobalSearchConfig,
-    GlobalSearchStage,
+from osreg.matchers.coarse_search import (
     _channels,
     _rotation_peaks,
     _turn,
@@ -25,6 +23,7 @@ from osreg.matchers.global_search import (
     refine_hypothesis,
     search_hypotheses,
 )
+from osreg.matchers.global_search import GlobalSearchConfig, GlobalSearchStage
 
 
 def fit_error(res, D):
@@ -49,7 +48,7 @@ def test_hypotheses_include_the_true_similarity(angle, scale):
 def test_batches_of_any_size_give_the_same_hypotheses(monkeypatch):
     """The rotations and the rescored hypotheses are processed in batches of about CHUNK_BYTES (a cache-size
     choice): one rotation or hypothesis at a time and all at once rank the same hypotheses with the same scores."""
-    import osreg.matchers.global_search as gs
+    import osreg.matchers.coarse_search as gs
 
     opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
     cfg = GlobalSearchConfig(coarse_side=64, rescore_side=128, rescore_candidates=12)
@@ -167,6 +166,8 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
     with ``escalate_full_circle`` no hypothesis within 20 degrees. Either way the escalated 96 px level registers the
     pair within the same 3 px."""
     import osreg.matchers.global_search as gs
+    from osreg.geometry import scale_matrix
+    from osreg.matchers.coarse_search import Hypothesis
 
     real = gs.search_hypotheses
     levels = []
@@ -183,7 +184,7 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
             # OpenCV's 137 degrees is the search's 223 (it counts the other way round)
             hyps = [h for h in hyps if min((h.rotation - 223) % 360, (223 - h.rotation) % 360) > 20]
             if keep_rotation[0]:
-                hyps.append(gs.Hypothesis(gs.scale_matrix(1.4 * 1.5), 220.0, 1.4 * 1.5, 0.0))
+                hyps.append(Hypothesis(scale_matrix(1.4 * 1.5), 220.0, 1.4 * 1.5, 0.0))
         return hyps
 
     monkeypatch.setattr(gs, "search_hypotheses", first_level_wrong)
@@ -231,7 +232,7 @@ def test_a_search_near_given_rotations_scores_them_as_the_full_circle_does(monke
     """``near``: only the grid's rotations within one step of the given ones and of their half turns are turned and
     scored, each (best score and shift, at every scale) exactly as the full-circle search scores it: the half-turn
     shortcut still pairs each rotation with its twin."""
-    import osreg.matchers.global_search as gs
+    import osreg.matchers.coarse_search as gs
 
     opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
     cfg = GlobalSearchConfig(coarse_side=64, rescore_side=0, scales_per_octave=2)
@@ -261,7 +262,7 @@ def test_rotations_near_keep_half_turns_and_the_grid():
     """The rotations an escalated search turns: on an even grid the kept ones below 180 degrees, then the same turned
     by 180 (what the half-turn shortcut needs); on an odd grid, which holds no half turns, the kept grid points in
     order and no shortcut; without ``near`` the whole grid."""
-    from osreg.matchers.global_search import _rotations_near
+    from osreg.matchers.coarse_search import _rotations_near
 
     even = GlobalSearchConfig(rotation_step=30)  # 12 rotations
     rot, half = _rotations_near(even, [355.0, 100.0])
@@ -473,7 +474,7 @@ def test_unconfirmed_searches_give_other_candidates_a_final_pass_and_keep_the_be
     right ones). Stubbed verdicts: every candidate untrusted with 30 - rank inliers; final passes untrusted with 20,
     25, 80 and 100 inliers in turn: the third replaces the first, the others do not."""
     import osreg.matchers.global_search as gs
-    from osreg.matchers.global_search import _same_place
+    from osreg.matchers.coarse_search import same_place
 
     verify, final = gs.GlobalSearchStage._verify, gs.GlobalSearchStage._final_pass
     opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
@@ -507,8 +508,8 @@ def test_unconfirmed_searches_give_other_candidates_a_final_pass_and_keep_the_be
             assert np.array_equal(res.keypoints0, passes[2][1].keypoints0)
             # each alternative starts from a candidate's rectification and its fit, at a place no earlier start is
             firsts = [b[0] for b in starts]
-            assert all(not any(_same_place(W, V, opt.shape) for V in firsts[:i]) for i, W in enumerate(firsts))
-            assert [any(_same_place(b[0], v[3], opt.shape) for v in verified) for b in starts[1:]] == [True] * 3
+            assert all(not any(same_place(W, V, opt.shape) for V in firsts[:i]) for i, W in enumerate(firsts))
+            assert [any(same_place(b[0], v[3], opt.shape) for v in verified) for b in starts[1:]] == [True] * 3
         else:
             assert "final_alternative" not in info and info["final_pass"] is True
             assert np.array_equal(res.keypoints0, passes[0][1].keypoints0)

@@ -1,0 +1,417 @@
+"""The coarse FFT search over rotation x scale and its dense refinement (steps 1 and 2 of
+:mod:`osreg.matchers.global_search`, and the refinement of step 4): ranked similarity hypotheses of the SAR relative
+to the optical image, scored by the correlation of oriented-gradient channels; no matcher involved."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+from scipy import fft as sfft
+
+from osreg.descriptors import oriented_gradient_channels
+from osreg.geometry import apply_transform, scale_matrix
+from osreg.matchers.global_search_config import GlobalSearchConfig
+
+ERODE = np.ones((5, 5), np.uint8)  # channel borders next to no-data are artificial edges
+STRUCTURE_CAP = 4.0  # a pixel's coarse weight saturates at 4x the median structure (bright edges do not dominate)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A similarity of the SAR relative to the optical image.
+
+    Attributes:
+        H: optical px -> SAR px (3x3), at the resolution of the images searched.
+        rotation: degrees (of the optical frame turned into the SAR's; counter-clockwise in a y-up sense).
+        scale: SAR px per optical px.
+        score: mean channel correlation per overlapping pixel at the best translation.
+    """
+
+    H: np.ndarray
+    rotation: float
+    scale: float
+    score: float
+
+
+CHUNK_BYTES = 8e6  # batches of padded channel stacks near this size stay in cache (see _rotation_peaks)
+
+
+def _channels(img: np.ndarray, mask: np.ndarray, n: int, power: float) -> np.ndarray:
+    """Coarse descriptor: oriented-gradient channels less their mean over the channels (an isotropic pixel scores 0),
+    each pixel a vector of length (its structure relative to the image's median, at most STRUCTURE_CAP) ** power."""
+    c = oriented_gradient_channels(img, n, 1.0, normalize=False)
+    c -= c.mean(axis=0, keepdims=True)
+    norm = np.sqrt(np.einsum("khw,khw->hw", c, c))
+    weight = 1.0
+    if power > 0 and mask.any():
+        weight = np.minimum(norm / (float(np.median(norm[mask])) + 1e-9), STRUCTURE_CAP) ** power
+    c *= (weight / (norm + 1e-6))[None]
+    c *= mask[None]
+    return c
+
+
+def _channel_products(spec: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """``sum_c spec[c] * G[:, c]`` for spectra ``spec`` ``(C, h, w)`` and ``G`` ``(N, C, h, w)``: the same as
+    ``np.einsum("chw,nchw->nhw", ...)``, twice as fast on complex arrays (einsum has no fast path for them)."""
+    out = np.multiply(G[:, 0], spec[0])
+    tmp = np.empty_like(out)
+    for c in range(1, len(spec)):
+        out += np.multiply(G[:, c], spec[c], out=tmp)
+    return out
+
+
+def _resize(img: np.ndarray, mask: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray, float]:
+    w, h = max(8, round(img.shape[1] * s)), max(8, round(img.shape[0] * s))
+    out = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    m = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return out, m, w / img.shape[1]
+
+
+def _turn(k: float, degrees: float) -> np.ndarray:
+    """The 2x2 linear part that turns the SAR back by ``degrees`` and scales it by ``k`` (SAR -> optical)."""
+    t = math.radians(degrees)
+    return k * np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+
+
+def _least_overlap(need: float, optical_shape: tuple[int, int], cs: int) -> tuple[int, int]:
+    """The fewest rows and columns a shift of the ``cs`` px canvas over the optical image (``optical_shape``) must
+    overlap to reach ``need`` px of overlap at all (a shift overlapping ``oy`` rows overlaps at most ``oy * w0`` px)."""
+    h0, w0 = optical_shape
+    my = min(max(1, math.ceil(need / w0)), h0, cs)
+    mx = min(max(1, math.ceil(need / h0)), w0, cs)
+    return my, mx
+
+
+def fft_size(optical_shape: tuple[int, int], cs: int, need: float) -> tuple[int, int]:
+    """The padded FFT size for correlating a ``cs`` px square canvas with the optical image: large enough that no
+    shift that can overlap ``need`` px is aliased with another shift that overlaps at all (a shift ``t`` lands on
+    index ``t mod N``; the linear shifts overlapping at least ``m`` rows span ``cs + h0 - 2 m + 1``, and their aliases
+    miss the support of ``cs + h0 - 1`` shifts when ``N >= cs + h0 - m``), which saves the ``m`` rows and columns of
+    shifts that could never be scored."""
+    my, mx = _least_overlap(need, optical_shape, cs)
+    h0, w0 = optical_shape
+    return sfft.next_fast_len(cs + h0 - my, real=True), sfft.next_fast_len(cs + w0 - mx, real=True)
+
+
+def _scored_shifts(n: int, size: int, cs: int, m: int, turned: bool) -> np.ndarray:
+    """Per index of one axis of the circular correlation (``n`` long), whether it holds a linear shift ``t`` with at
+    least ``m`` rows (columns) of overlap, ``t`` in ``[m - size, cs - m]`` for an optical side ``size``. A turned
+    canvas's index ``i`` is a convolution: its shift is ``cs - 1 - i``."""
+    i = np.arange(n)
+    t = (cs - 1 - i) % n if turned else i
+    t = np.where(t > cs - m, t - n, t)
+    return (t >= m - size) & (t <= cs - m)
+
+
+def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: int, shape: tuple[int, int],
+                    rotations: np.ndarray, config: GlobalSearchConfig, need: float, workers: int,
+                    optical_shape: tuple[int, int], half_turn: bool = True) -> list[tuple[float, int, int]]:
+    """Best score and shift (row, column of the circular correlation) of every rotation at one scale.
+
+    Args:
+        P0: spectrum (rfft2) of the optical channels and mask, zero-padded to ``shape``.
+        i1, m1: the SAR and its mask at the level's pixel size for this scale.
+        k: SAR level px -> optical level px.
+        r: the canvas the SAR is turned into is ``2 r + 1`` px square, centred on the SAR's centre.
+        shape: the padded FFT size (at least :func:`fft_size`; indices of shifts that cannot overlap ``need`` px are
+            not scored, so that their aliases never count).
+        rotations: degrees, evenly spaced over the full circle, or a subset of them whose second half is its
+            first half turned by 180 degrees (with ``half_turn``).
+        need: the least overlap (px) a shift must have to be scored.
+        optical_shape: the optical image's size at the level (rows, columns).
+        half_turn: derive the second half of an even number of rotations from the first (see below; equal to
+            turning the SAR up to the warp's rounding).
+    """
+    Hh, Ww = shape
+    h1, w1 = i1.shape
+    c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
+    cs = 2 * r + 1
+    F0 = np.conj(P0)
+    my, mx = _least_overlap(need, optical_shape, cs)
+    # per half (direct, turned): the indices no shift with enough overlap lands on
+    unscored = [~(_scored_shifts(Hh, optical_shape[0], cs, my, turned)[:, None]
+                  & _scored_shifts(Ww, optical_shape[1], cs, mx, turned)[None, :]) for turned in (False, True)]
+    # a half turn of the SAR only flips its canvas (the channels are absolute gradients, orientation modulo 180
+    # degrees): y[n] = x[cs - 1 - n] in every axis, whose correlation with the optical channels at shift t is
+    # their convolution with x at cs - 1 - t; the second half of the circle costs no warps, channels or forward
+    # FFTs
+    n_rot = len(rotations)
+    direct = n_rot // 2 if half_turn and n_rot % 2 == 0 else n_rot
+    # rotations in chunks, so that a batch of padded channel stacks stays near CHUNK_BYTES whatever the sizes
+    chunk = max(1, int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)))
+    peaks: list[tuple[float, int, int]] = [(-np.inf, 0, 0)] * n_rot  # per rotation: best score, shift (row, col)
+    for start in range(0, direct, chunk):
+        idx = np.arange(start, min(direct, start + chunk))
+        W = np.zeros((len(idx), config.channels + 1, Hh, Ww), np.float32)
+        for j, th in enumerate(rotations[idx]):
+            B = _turn(k, th)
+            M = np.hstack([B, (r - B @ c1)[:, None]])
+            wi = cv2.warpAffine(i1, M, (cs, cs), flags=cv2.INTER_LINEAR)
+            wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
+            W[j, :-1, :cs, :cs] = _channels(wi, wm, config.channels, config.structure_power)
+            W[j, -1, :cs, :cs] = wm
+        G = sfft.rfft2(W, axes=(-2, -1), workers=workers)
+        del W
+        for ids, spec, turned in ((idx, F0, False), (idx + direct, P0, True))[:1 if direct == n_rot else 2]:
+            num = sfft.irfft2(_channel_products(spec[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
+                              workers=workers)
+            area = sfft.irfft2(spec[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
+            bad = area < math.floor(need) + 0.5  # areas are pixel counts up to the FFT's round-off: <= need
+            bad |= unscored[turned]
+            num /= np.maximum(area, 1.0, out=area)
+            np.copyto(num, -np.inf, where=bad)
+            for j, at in enumerate(num.reshape(len(ids), -1).argmax(axis=1)):
+                ty, tx = divmod(int(at), Ww)
+                best = float(num[j, ty, tx])
+                if turned:
+                    ty, tx = (cs - 1 - ty) % Hh, (cs - 1 - tx) % Ww
+                peaks[ids[j]] = (best, ty, tx)
+        del G, num, area
+    return peaks
+
+
+def _rotations_near(config: GlobalSearchConfig, near: list[float] | None) -> tuple[np.ndarray, bool]:
+    """The rotations to search (those of the full grid within one step of ``near`` or of their half turns, the
+    first half below 180 degrees and the second the first turned by 180; the full grid without ``near``) and whether
+    the second half may be derived from the first (:func:`_rotation_peaks`: an even grid)."""
+    grid = config.rotations()
+    half_turn = len(grid) % 2 == 0
+    if not near:
+        return grid, half_turn
+    step = 360.0 / len(grid)
+    d = np.abs(grid[:, None] - np.asarray(near, float)[None, :]) % 180.0
+    keep = (np.minimum(d, 180.0 - d) <= 1.01 * step).any(axis=1)
+    if not half_turn:
+        return grid[keep], False
+    first = grid[(grid < 180.0) & keep]  # an even grid holds every rotation's half turn, and keep holds both
+    return np.concatenate([first, first + 180.0]), True
+
+
+def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
+                      config: GlobalSearchConfig = GlobalSearchConfig(), workers: int | None = None,
+                      near: list[float] | None = None) -> list[Hypothesis]:
+    """The coarse FFT search (steps 1 and 2 of the module doc).
+
+    Args:
+        image0, mask0: optical image and validity mask.
+        image1, mask1: SAR image and validity mask.
+        config: the search settings.
+        workers: FFT threads (default: OpenCV's thread count, which the entry points set).
+        near: rotations (degrees); only the rotations of the grid within one ``rotation_step`` of them or of their
+            half turns are searched (None or empty: the full circle).
+
+    Returns:
+        up to ``config.candidates`` distinct hypotheses, best first (empty when nothing overlaps enough).
+    """
+    workers = workers or max(1, cv2.getNumThreads())
+    s0 = config.coarse_side / max(image0.shape)
+    i0, m0, s0x = _resize(image0.astype(np.float32, copy=False), mask0, min(1.0, s0))
+    m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
+    A0 = _channels(i0, m0, config.channels, config.structure_power)
+    h0, w0 = i0.shape
+    M0 = m0.astype(np.float32)
+    need = config.min_overlap * float(M0.sum())
+    if need <= 0:
+        return []
+    rotations, half_turn = _rotations_near(config, near)
+    found: list[tuple[float, float, float, np.ndarray]] = []
+    resized: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+    for sc in config.scales():
+        # the SAR at the coarse level's pixel size, already reduced by the scale when it is larger than 1 (so that
+        # the warp below never shrinks it by more than a rotation needs); every scale <= 1 shares one resize
+        f = min(1.0, s0x * min(1.0, 1.0 / sc))
+        if f not in resized:
+            resized[f] = _resize(image1.astype(np.float32, copy=False), mask1, f)
+        i1, m1, s1x = resized[f]
+        k = s0x / (s1x * sc)  # SAR level px -> optical level px
+        h1, w1 = i1.shape
+        c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
+        r = int(np.ceil(k * math.hypot(w1, h1) / 2)) + 2
+        cs = 2 * r + 1
+        Hh, Ww = fft_size((h0, w0), cs, need)
+        pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
+        pad0[:-1, :h0, :w0] = A0
+        pad0[-1, :h0, :w0] = M0
+        P0 = sfft.rfft2(pad0, axes=(-2, -1), workers=workers)
+        peaks = _rotation_peaks(P0, i1, m1, k, r, (Hh, Ww), rotations, config, need, workers, (h0, w0), half_turn)
+        for th, (best, ty, tx) in zip(rotations, peaks):
+            if not np.isfinite(best):
+                continue
+            # correlation at shift t: optical level px x meets canvas px x + t (negative shifts wrap around)
+            ty = ty - Hh if ty > Hh - h0 else ty
+            tx = tx - Ww if tx > Ww - w0 else tx
+            Bi = np.linalg.inv(_turn(k, th))
+            H = np.eye(3)  # optical level px -> SAR level px: canvas q = B (p1 - c1) + r, q = x + t
+            H[:2, :2] = Bi
+            H[:2, 2] = Bi @ (np.array([tx, ty], float) - r) + c1
+            H = np.linalg.inv(scale_matrix(s1x)) @ H @ scale_matrix(s0x)
+            found.append((best, float(th), float(sc), H))
+    found.sort(key=lambda f: -f[0])
+    step = 360.0 / len(config.rotations())
+    kept: list[Hypothesis] = []
+    n_keep = max(config.candidates, config.rescore_candidates if config.rescore_side else 0)
+    for score, th, sc, H in found:
+        if all(min((th - h.rotation) % 360, (h.rotation - th) % 360) > 1.5 * step
+               or abs(math.log2(sc / h.scale)) > 1.5 / config.scales_per_octave for h in kept):
+            kept.append(Hypothesis(H, th, sc, score))
+        if len(kept) >= n_keep:
+            break
+    if config.rescore_side and config.rescore_side > config.coarse_side and kept:
+        kept = _rescore(image0, mask0, image1, mask1, kept, config, workers)
+    return kept[:config.candidates]
+
+
+@dataclass(frozen=True)
+class _Level:
+    """The optical side of rescoring at one level (``config.rescore_side``) over translations within ``radius`` px:
+    what every hypothesis scored there shares."""
+
+    F0: np.ndarray  # conjugate spectrum of the padded optical channels and mask
+    s0x: float  # optical px -> level px
+    shape: tuple[int, int]  # padded FFT size
+    size: tuple[int, int]  # (width, height) of the level image plus the radius on each side
+    radius: int
+    need: float  # least overlap (level px) a translation must have to be scored
+
+
+def _level(image0: np.ndarray, mask0: np.ndarray, config: GlobalSearchConfig, workers: int, radius: int) -> _Level:
+    s = min(1.0, config.rescore_side / max(image0.shape))
+    i0, m0, s0x = _resize(image0.astype(np.float32, copy=False), mask0, s)
+    m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
+    A0 = _channels(i0, m0, config.channels, config.structure_power)
+    h0, w0 = i0.shape
+    Hh, Ww = sfft.next_fast_len(h0 + 2 * radius, real=True), sfft.next_fast_len(w0 + 2 * radius, real=True)
+    pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
+    pad0[:-1, radius:radius + h0, radius:radius + w0] = A0
+    pad0[-1, radius:radius + h0, radius:radius + w0] = m0
+    F0 = np.conj(sfft.rfft2(pad0, axes=(-2, -1), workers=workers))
+    return _Level(F0, s0x, (Hh, Ww), (w0 + 2 * radius, h0 + 2 * radius), radius,
+                  config.min_overlap * float(m0.sum()))
+
+
+def _rescore(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypothesis],
+             config: GlobalSearchConfig, workers: int, radius: int = 6) -> list[Hypothesis]:
+    """Score hypotheses again at ``config.rescore_side``: the SAR warped into the optical frame at that level by each
+    hypothesis, correlated over translations within ``radius`` px; returns them re-ranked by that score, with their
+    translations corrected."""
+    return _score(_level(image0, mask0, config, workers, radius), image1, mask1, hyps, config, workers, {})
+
+
+def _score(level: _Level, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypothesis], config: GlobalSearchConfig,
+           workers: int, pre: dict[float, tuple[np.ndarray, np.ndarray, float]]) -> list[Hypothesis]:
+    """:func:`_rescore` at a prepared ``level``; ``pre`` keeps the SAR resized per hypothesis scale across calls."""
+    F0, radius = level.F0, level.radius
+    L0 = scale_matrix(level.s0x)  # optical px -> level px
+    L0i = np.linalg.inv(L0)
+    Hh, Ww = level.shape
+    size = level.size
+    shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
+    chunk = max(1, int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)))
+    scores = []
+    for start in range(0, len(hyps), chunk):
+        part = hyps[start:start + chunk]
+        stack = np.zeros((len(part), config.channels + 1, Hh, Ww), np.float32)
+        for n, hyp in enumerate(part):
+            # the SAR at about the level's pixel size for this scale first (area averaging), then one warp
+            if hyp.scale not in pre:
+                pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, level.s0x * hyp.scale))
+            i1, m1, s1x = pre[hyp.scale]
+            M = scale_matrix(s1x) @ hyp.H @ L0i  # optical level px -> SAR level px
+            wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            wm = cv2.warpPerspective(m1.astype(np.uint8), M @ shift, size,
+                                     flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+            wm = cv2.erode(wm, ERODE) > 0
+            stack[n, :-1, :size[1], :size[0]] = _channels(wi, wm, config.channels, config.structure_power)
+            stack[n, -1, :size[1], :size[0]] = wm
+        G = sfft.rfft2(stack, axes=(-2, -1), workers=workers)
+        del stack
+        num = sfft.irfft2(_channel_products(F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
+        area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
+        scores.append(np.where(area > math.floor(level.need) + 0.5, num / np.maximum(area, 1.0), -np.inf))
+        del G, num, area
+    score = np.concatenate(scores)
+    # shifts t in [-radius, radius]: optical (padded) px x meets warped px x + t
+    window = np.concatenate([np.arange(0, radius + 1), np.arange(-radius, 0)])
+    out = []
+    for n, hyp in enumerate(hyps):
+        sub = score[n][np.ix_(window % Hh, window % Ww)]
+        iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        best = float(sub[iy, ix])
+        if not np.isfinite(best):
+            continue
+        t = np.array([[1, 0, window[ix]], [0, 1, window[iy]], [0, 0, 1.0]])  # optical level px -> warped px
+        H = hyp.H @ L0i @ t @ L0
+        out.append(Hypothesis(H, hyp.rotation, hyp.scale, best))
+    out.sort(key=lambda h: -h.score)
+    return out
+
+
+FINE_STEPS = ((2.0, 0.03), (1.0, 0.015), (0.5, 0.0075), (0.25, 0.004))  # degrees and relative scale per round
+
+
+def refine_hypothesis(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
+                      starts: list[np.ndarray], config: GlobalSearchConfig, workers: int | None = None,
+                      radius: int = 8) -> tuple[np.ndarray, float] | None:
+    """Refine each transform of ``starts`` (optical px -> SAR px) by the dense score of :func:`search_hypotheses`,
+    scored at ``config.fine_side``, and return the best scoring: first its translation within ``radius`` level px,
+    then in rounds of shrinking steps (:data:`FINE_STEPS`: 2 degrees and 3 % down to 0.25 degrees and 0.4 %) the 9
+    combinations of a turn and a rescaling about the optical image's centre (each with its best translation within 3
+    level px), keeping the best when it scores higher. The optical side of the score is prepared once for all starts
+    (once per translation reach).
+
+    Returns:
+        (the refined transform, its score), or None when none can be scored (too little overlap).
+    """
+    workers = workers or max(1, cv2.getNumThreads())
+    cfg = replace(config, rescore_side=config.fine_side)
+    wide, near = _level(image0, mask0, cfg, workers, radius), _level(image0, mask0, cfg, workers, 3)
+    h, w = image0.shape
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    pre: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+    refined = []
+    for H in starts:
+        scale = float(np.sqrt(abs(np.linalg.det(H[:2, :2]))))
+        found = _score(wide, image1, mask1, [Hypothesis(H, 0.0, scale, 0.0)], cfg, workers, pre)
+        if not found:
+            continue
+        best = found[0]
+        for step, rel in FINE_STEPS:
+            moves = []
+            for turn in (-step, 0.0, step):
+                for k in (1 - rel, 1.0, 1 + rel):
+                    P = np.eye(3)
+                    P[:2, :2] = _turn(k, turn)
+                    P[:2, 2] = c - P[:2, :2] @ c
+                    moves.append(Hypothesis(best.H @ P, 0.0, scale * k, 0.0))
+            scored = _score(near, image1, mask1, moves, cfg, workers, pre)
+            if scored and scored[0].score > best.score:
+                best = scored[0]
+        refined.append((best.H, best.score))
+    return max(refined, key=lambda f: f[1]) if refined else None
+
+
+def hypothesis_summary(hyps: list[Hypothesis]) -> list[dict]:
+    return [{"rotation": round(h.rotation, 2), "scale": round(h.scale, 4), "score": round(h.score, 4)} for h in hyps]
+
+
+def _corners(shape: tuple[int, int]) -> np.ndarray:
+    """The four corner pixels ``(x, y)`` of an image of ``shape`` (rows, columns)."""
+    h, w = shape
+    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
+
+
+def same_place(Ha: np.ndarray, Hb: np.ndarray, shape: tuple[int, int], tol: float = 0.02) -> bool:
+    """True when two hypotheses put every corner of an image of ``shape`` within ``tol`` x its longer side of each
+    other (their verification would be the same: the verifier searches a few percent of the side around each)."""
+    corners = _corners(shape)
+    return bool(np.abs(apply_transform(Ha, corners) - apply_transform(Hb, corners)).max() <= tol * max(shape))
+
+
+def is_shift(H: np.ndarray, shape: tuple[int, int], tol: float = 0.5) -> bool:
+    """True when H moves every pixel of an image of ``shape`` by the same integer shift to within ``tol`` px."""
+    corners = _corners(shape)
+    d = apply_transform(H, corners) - corners
+    return bool(np.abs(d - np.round(d.mean(0))).max() <= tol)
