@@ -87,7 +87,9 @@ def test_bad_values_are_refused_by_the_configs_before_anything_runs():
 def test_every_method_lists_its_options_with_types_and_defaults():
     opts = {o.name: o for o in method_options("promptmid")}
     assert opts["coarse_threshold"].default == 1e-4  # the shipped weights' value, not the untrained default
-    assert opts["search"].default == "grid" and opts["template_refine"].default is False
+    # PromptMID as TAR: the global search verified by CFOG without a georeference, then template refinement
+    assert opts["search"].default == "auto" and opts["template_refine"].default is True
+    assert opts["global_verifier"].default == "cfog" and opts["template_radius"].default == 12
     assert opts["sar_prior"].type_name == "str" and opts["weights"].type_name == "str or none"
     res = run("methods")
     assert res.exit_code == 0
