@@ -33,7 +33,6 @@ Scene structure is often nearly symmetric under a half turn, so the right hypoth
 score alike at the coarse level: the verification, at full resolution, tells them apart.
 """
 
-
 from __future__ import annotations
 
 from typing import Callable
