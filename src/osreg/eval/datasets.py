@@ -89,7 +89,7 @@ class GroundTruth:
     def corner_points(self, width: int, height: int) -> np.ndarray:
         """Image corners (transform ground truth) or the tie points in the image (tie-point ground truth)."""
         if self.H is None:
-            return self.points0[self.inside(width, height)]
+            return self.eval_points(width, height)
         return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float)
 
     def global_fit_error(self, model: str, width: int, height: int) -> float:
