@@ -33,7 +33,8 @@ def test_register_demo_writes_trusted_georeferenced_outputs(demo_result):
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["verdict"] == "good"
     report = json.loads((out / "report.json").read_text())
-    assert report["verdict"] == "good" and report["reasons"] == [] and report["inliers"] >= 30
+    assert report["verdict"] == "good" and report["reasons"] == [] and report["failed_checks"] == []
+    assert report["inliers"] >= 30
     assert report["matcher_info"]["n_templates"] >= report["matches"]  # what CFOG reports of itself
     # georeferenced: the default search (auto) trusts the georeference and does not run
     method = report["config"]["method"]
@@ -126,6 +127,10 @@ def test_unrelated_pair_fails_with_report_and_no_image(tmp_path):
     assert res.stderr.startswith("Registration failed: ")
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "failed" and report["reasons"]
+    # each reason in words has its check's name, for scripts
+    from osreg.verdict import CHECKS
+
+    assert len(report["failed_checks"]) == len(report["reasons"]) and set(report["failed_checks"]) <= set(CHECKS)
     assert not (out / "registered_sar.tif").exists() and not (out / "quicklook.png").exists()
     assert (out / "tiepoints.csv").exists()
 

@@ -64,6 +64,23 @@ def test_summary_counts_false_accepts():
     assert s["false_accepts"] == 2 and s["false_accepts_beyond_reach"] == 1
 
 
+def test_refusal_table_counts_refused_results_by_their_first_failed_check():
+    from osreg.eval.benchmark import refusal_table
+
+    row = {"method": "cfog", "protocol": "paper"}
+    rows = [dict(row, verdict="failed", failed_checks="search", reg_error=1.2),
+            dict(row, verdict="failed", failed_checks="search", reg_error=40.0),
+            dict(row, verdict="failed", failed_checks="inliers;alignment_peak", reg_error=math.inf),
+            dict(row, verdict="good", failed_checks="", reg_error=0.5),
+            dict(row, protocol="aligned", verdict="failed", failed_checks="fit", reg_error=math.inf),
+            dict(row, method="sift", verdict="good", failed_checks="", reg_error=0.7)]
+    assert refusal_table(rows, "paper", ("cfog", "sift")).splitlines() == [
+        "| method | refused | right (<= 5 px) | first failed check: refused (right) |",
+        "|---|---|---|---|",
+        "| cfog | 3 | 1 | search 2 (1 right), inliers 1 (0 right) |"]
+    assert refusal_table(rows, "paper", ("sift",)) == ""  # nothing refused: no table
+
+
 def test_large_deformation_ground_truth_is_exact():
     """Pixels that the composed ground truth says correspond have the same value after the deformation."""
     img = textured((200, 240), seed=3)
@@ -178,11 +195,21 @@ def test_benchmark_end_to_end(shared_data, tmp_path):
     written = run_benchmark(cfg, tmp_path / "rep")
     rows = list(csv.DictReader(open(written["per_pair_csv"])))
     assert len(rows) == 4 and {r["protocol"] for r in rows} == {"aligned", "large-deformation"}
+    # why each result was refused: the verdict's failed checks, none for a trusted one
+    from osreg.verdict import CHECKS
+
+    for r in rows:
+        checks = r["failed_checks"].split(";") if r["failed_checks"] else []
+        assert (r["verdict"] == "good") == (checks == []) and set(checks) <= set(CHECKS)
     summary = json.loads(open(written["summary_json"]).read())
     assert set(summary["summary"]) == {"sift/aligned", "sift/large-deformation", f"{cfog}/aligned",
                                        f"{cfog}/large-deformation"}
     text = open(written["summary_md"]).read()
     assert f"| {cfog} | 1 |" in text and "## large-deformation" in text and "| FA beyond reach |" in text
+    refused = [r for r in rows if r["verdict"] != "good" and r["protocol"] == "large-deformation"]
+    assert refused and "### large-deformation: why results were refused" in text
+    for m in {r["method"] for r in refused}:
+        assert f"| {m} | {sum(r['method'] == m for r in refused)} |" in text
     s = summary["summary"][f"{cfog}/aligned"]
     assert 0 <= s["false_accepts_beyond_reach"] <= s["false_accepts"]
     # osmnet's truth is the same grid: an affine fits it exactly when aligned, not after a perspective deformation

@@ -290,6 +290,7 @@ def test_an_unconfirmed_search_result_is_not_trusted():
     v = fit_and_judge(opt, sar, None, mask, weak).verdict
     assert not v.good and v.reasons == ("the rotation/scale search confirmed none of its 10 hypotheses with 40 "
                                         "inliers; the best of them is not trusted",)
+    assert v.failed_checks == ("search",)
 
 
 def test_the_pair_as_given_is_kept_when_the_matcher_trusts_it():

@@ -81,6 +81,7 @@ def build_report(reg: Registration, written: dict[str, str] | None = None, run_i
         "run_id": run_id,
         "verdict": reg.verdict.label,
         "reasons": list(reg.verdict.reasons),
+        "failed_checks": list(reg.verdict.failed_checks),
         "confidence": reg.verdict.confidence,
         "method": cfg.method.name,
         "model": est.model,

@@ -36,15 +36,21 @@ class VerdictConfig:
     min_alignment_peak: float = 0.006
 
 
+CHECKS = ("fit", "inliers", "inlier_ratio", "residuals", "coverage", "degenerate", "scale", "overlap",
+          "alignment_peak", "search")  # the names of the checks of judge(), in its order
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """``good`` is True when no check failed; ``reasons`` says which failed; ``confidence`` in [0, 1]."""
+    """``good`` is True when no check failed; ``reasons`` says which failed, in words; ``failed_checks`` names them
+    (one of :data:`CHECKS` per reason, in the same order); ``confidence`` in [0, 1]."""
 
     good: bool
     reasons: tuple[str, ...]
     confidence: float
     coverage: float
     alignment_peak: float = float("nan")
+    failed_checks: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -143,52 +149,52 @@ def judge(
             is not trusted, since the more hypotheses are tried, the likelier a wrong one passes the other checks.
     """
     n = len(keypoints0)
-    reasons: list[str] = []
+    failed: list[tuple[str, str]] = []  # (check, reason)
+
+    def fail(check: str, reason: str) -> None:
+        failed.append((check, reason))
+
     if estimate.H is None:
-        reasons.append(f"no transform could be fitted to {n} matches")
-        return Verdict(False, tuple(reasons), 0.0, 0.0)
+        return Verdict(False, (f"no transform could be fitted to {n} matches",), 0.0, 0.0, failed_checks=("fit",))
     n_in = estimate.n_inliers
     if n_in < cfg.min_inliers:
-        reasons.append(f"too few inliers: {n_in} (at least {cfg.min_inliers} needed)")
+        fail("inliers", f"too few inliers: {n_in} (at least {cfg.min_inliers} needed)")
     ratio = n_in / max(n, 1)
     if ratio < cfg.min_inlier_ratio:
-        reasons.append(f"inlier ratio {ratio:.1%} is below {cfg.min_inlier_ratio:.0%}")
+        fail("inlier_ratio", f"inlier ratio {ratio:.1%} is below {cfg.min_inlier_ratio:.0%}")
     rmse = estimate.rmse
     if not np.isfinite(rmse) or rmse > cfg.max_rmse_px:
-        reasons.append(f"inlier residual RMSE {rmse:.2f} px exceeds {cfg.max_rmse_px} px")
+        fail("residuals", f"inlier residual RMSE {rmse:.2f} px exceeds {cfg.max_rmse_px} px")
     cov = _coverage(keypoints0[estimate.inliers], valid0)
     if cov < cfg.min_coverage:
-        reasons.append(
-            f"inliers span only {cov:.0%} of the image (at least {cfg.min_coverage:.0%}): matches are bunched "
-            "in one area and the transform elsewhere is extrapolated"
-        )
+        fail("coverage", f"inliers span only {cov:.0%} of the image (at least {cfg.min_coverage:.0%}): matches are "
+             "bunched in one area and the transform elsewhere is extrapolated")
     L = estimate.H[:2, :2] / estimate.H[2, 2]
     sv = np.linalg.svd(L, compute_uv=False)
     det = float(np.linalg.det(L))
     if det <= 0:
-        reasons.append("degenerate transform: it mirrors the image")
+        fail("degenerate", "degenerate transform: it mirrors the image")
     elif sv[0] / max(sv[1], 1e-12) > cfg.max_anisotropy:
-        reasons.append(f"degenerate transform: stretch ratio {sv[0] / sv[1]:.1f} exceeds {cfg.max_anisotropy}")
+        fail("degenerate", f"degenerate transform: stretch ratio {sv[0] / sv[1]:.1f} exceeds {cfg.max_anisotropy}")
     scale = float(np.sqrt(abs(det)))
     if not (1 / cfg.max_scale <= scale <= cfg.max_scale):
-        reasons.append(f"implausible scale change {scale:.3f} (allowed 1/{cfg.max_scale:g} to {cfg.max_scale:g})")
+        fail("scale", f"implausible scale change {scale:.3f} (allowed 1/{cfg.max_scale:g} to {cfg.max_scale:g})")
     if estimate.model == "homography" and _folds(estimate.H, valid0.shape):
-        reasons.append("degenerate transform: the image outline folds over")
+        fail("degenerate", "degenerate transform: the image outline folds over")
     peak = float("nan")
-    if images is not None and not reasons:
+    if images is not None and not failed:
         centre, peak = alignment_peak(images[0], valid0, images[1], images[2], estimate.H)
         if not np.isfinite(peak):
-            reasons.append("the registered images overlap too little to verify the result")
+            fail("overlap", "the registered images overlap too little to verify the result")
         elif centre <= 0 or peak < cfg.min_alignment_peak:
-            reasons.append(
-                f"the images do not agree better at the estimated transform than 3 px away from it (alignment "
-                f"peak {peak:.3f}, at least {cfg.min_alignment_peak} needed)"
-            )
-    if search and search.get("confirmed") is False and not reasons:
-        reasons.append(f"the rotation/scale search confirmed none of its {search.get('hypotheses_verified', 0)} "
+            fail("alignment_peak", f"the images do not agree better at the estimated transform than 3 px away from it "
+                 f"(alignment peak {peak:.3f}, at least {cfg.min_alignment_peak} needed)")
+    if search and search.get("confirmed") is False and not failed:
+        fail("search", f"the rotation/scale search confirmed none of its {search.get('hypotheses_verified', 0)} "
                        f"hypotheses with {search.get('accept_inliers', '?')} inliers; the best of them is not trusted")
     fit_quality = float(np.exp(-((rmse / 2.0) ** 2))) if np.isfinite(rmse) else 0.0
     conf = (1 - np.exp(-n_in / 20)) * min(1.0, cov / 0.3) * fit_quality
-    if reasons:
+    if failed:
         conf = min(conf, 0.49)
-    return Verdict(not reasons, tuple(reasons), float(np.clip(conf, 0, 1)), float(cov), peak)
+    return Verdict(not failed, tuple(r for _, r in failed), float(np.clip(conf, 0, 1)), float(cov), peak,
+                   tuple(c for c, _ in failed))

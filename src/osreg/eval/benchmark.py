@@ -40,7 +40,7 @@ from osreg.eval.deform import (
     translation,
     warp_image,
 )
-from osreg.eval.metrics import REACH_MARGIN_PX, pair_metrics, summarize
+from osreg.eval.metrics import FALSE_ACCEPT_PX, REACH_MARGIN_PX, pair_metrics, summarize
 from osreg.geometry import GeometryConfig
 from osreg.io.atomic import check_output_folder, staged_folder
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
@@ -159,6 +159,8 @@ def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> d
         row["error"] = str(exc)
     row["time_s"] = sum(res.timings.get(k, 0.0) for k in ("match_s", "estimate_s", "refine_s"))
     row["verdict"] = res.verdict.label
+    row["failed_checks"] = ";".join(res.verdict.failed_checks)  # osreg.verdict.CHECKS; empty when trusted
+    row["alignment_peak"] = res.verdict.alignment_peak
     row["inliers"] = res.estimate.n_inliers
     search = res.matches.info.get("search", {})
     row["hypotheses_scored"] = search.get("hypotheses_scored", "")  # with the search stage only
@@ -251,6 +253,31 @@ def summary_table(summaries: dict[tuple[str, str], dict[str, Any]], protocol: st
     return "\n".join(lines)
 
 
+def refusal_table(rows: list[dict[str, Any]], protocol: str, methods: tuple[str, ...]) -> str:
+    """Per method, the results the verdict refused under ``protocol``, by the first check they failed
+    (:data:`osreg.verdict.CHECKS`), with how many of them were within ``FALSE_ACCEPT_PX`` (5 px) all the same
+    ("right"); empty when none was refused."""
+    lines = []
+    for m in methods:
+        refused = [r for r in rows if r["method"] == m and r["protocol"] == protocol and r["verdict"] != "good"]
+        if not refused:
+            continue
+        counts: dict[str, list[int]] = {}
+        for r in refused:
+            check = r["failed_checks"].split(";")[0]
+            counts.setdefault(check, [0, 0])
+            counts[check][0] += 1
+            counts[check][1] += int(r["reg_error"] <= FALSE_ACCEPT_PX)
+        right = sum(c[1] for c in counts.values())
+        by = ", ".join(f"{k} {n} ({ok} right)" for k, (n, ok) in sorted(counts.items(), key=lambda kv: -kv[1][0]))
+        lines.append(f"| {m} | {len(refused)} | {right} | {by} |")
+    if not lines:
+        return ""
+    return (f"| method | refused | right (<= {FALSE_ACCEPT_PX:g} px) | first failed check: refused (right) |\n"
+            "|---|---|---|---|\n"
+            + "\n".join(lines))
+
+
 def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], out_dir: str | Path, overwrite: bool
                  ) -> dict[str, str]:
     """Write summary.md, per_pair.csv, summary.json and the success-rate plot into ``out_dir``, as one set."""
@@ -275,6 +302,9 @@ def write_report(cfg: BenchmarkConfig, rows: list[dict[str, Any]], out_dir: str 
         for ds in cfg.datasets:
             sub = {(m, proto): per_dataset[(m, proto, ds)] for m in cfg.methods}
             md.append(f"\n### {proto} / {ds}\n\n" + summary_table(sub, proto, cfg.methods) + "\n")
+        refusals = refusal_table(rows, proto, cfg.methods)
+        if refusals:
+            md.append(f"\n### {proto}: why results were refused\n\n" + refusals + "\n")
     notes = sorted({(r["dataset"], r["gt_note"].split(";")[0]) for r in rows})
     md.append("\n## Ground-truth notes\n\n" + "\n".join(f"- {d}: {n}" for d, n in notes) + "\n")
     md.append(reachable_note(rows, cfg.model))

@@ -72,6 +72,7 @@ def scene_report(sreg: SceneRegistration, written: dict[str, str], run_id: str) 
         "run_id": run_id,
         "verdict": sreg.verdict.label,
         "reasons": list(sreg.verdict.reasons),
+        "failed_checks": list(sreg.verdict.failed_checks),
         "confidence": sreg.verdict.confidence,
         "method": sreg.config.method.name,
         "model": model.kind if model is not None else c.estimate.model,
