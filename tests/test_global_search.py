@@ -345,6 +345,31 @@ def test_a_cfog_verifier_leaves_two_passes_to_the_wrapped_matcher():
     assert inner.passes == 1 and res.info["search"]["chosen"] == "as given" and fit_error(res, D) < 3.0
 
 
+class FarMatchesCFOG(CountingCFOG):
+    """CFOG whose every pass also returns, for each of its matches, a wrong one 30 px to the right of it."""
+
+    def match_working(self, image0, image1, mask0, mask1):
+        res = super().match_working(image0, image1, mask0, mask1)
+        k1 = np.vstack([res.keypoints1, res.keypoints1 + [30.0, 0.0]])
+        return type(res)(np.vstack([res.keypoints0, res.keypoints0]), k1, np.concatenate([res.confidence] * 2),
+                         res.info)
+
+
+def test_the_wrapped_matchers_matches_far_from_the_verifiers_rectification_are_dropped():
+    """global_inner_reach (16 px by default): of the wrapped matcher's pass on the verifier's rectification, only the
+    matches within the reach of it are the answer (0: all of them, here twice as many as within 8 px)."""
+    opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
+    fast = dict(scales_per_octave=4, rotation_step=10, rescore_side=0, fine_side=128, verifier="cfog")
+    assert GlobalSearchConfig().inner_reach == 16
+    every = GlobalSearchStage(FarMatchesCFOG(), GlobalSearchConfig(inner_reach=0, **fast)).match(opt, sar, None, mask)
+    near = GlobalSearchStage(FarMatchesCFOG(), GlobalSearchConfig(inner_reach=8, **fast)).match(opt, sar, None, mask)
+    assert every.info["counted"] is True and near.info["counted"] is True
+    # the planted half dropped, and CFOG's own matches further than 8 px (wrong: its fit is within a pixel or two);
+    # measured 121 of 165
+    assert 0.6 * len(every) / 2 < len(near) <= len(every) / 2
+    assert fit_error(near, D) < 3.0
+
+
 def test_a_pair_as_given_that_only_the_verifier_trusts_is_matched_again_on_its_rectification():
     """verifier=cfog on a pair shifted by more than the wrapped matcher reaches (CSTF's radius is 16 px, and lzk's
     "aligned" pairs are 15-37 px apart): the wrapped matcher's pass on the pair as given is not trusted, CFOG's is,
@@ -600,6 +625,8 @@ def test_global_search_config_is_checked():
         GlobalSearchConfig(final_alternatives=-1)
     with pytest.raises(InputError, match=r"^global final_confirm_inliers must be >= 0 \(0: never\), got -5$"):
         GlobalSearchConfig(final_confirm_inliers=-5)
+    with pytest.raises(InputError, match=r"^global inner_reach must be >= 0 px \(0: all matches\), got -1$"):
+        GlobalSearchConfig(inner_reach=-1)
     cfg = GlobalSearchConfig(rotation_step=5, min_scale=0.5, max_scale=2.0, scales_per_octave=4)
     assert len(cfg.rotations()) == 72 and len(cfg.scales()) == 9 and cfg.scales()[4] == pytest.approx(1.0)
 

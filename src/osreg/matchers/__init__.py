@@ -110,7 +110,9 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                              "rectification (33 held-out pairs, SR@5 against the grid search: aligned 42.4 vs 39.4 %, "
                              "paper deformation 36.4 vs 12.1 %, docs/search.md); with search=grid the grid stops at a "
                              "hypothesis with 80 coarse inliers making up half its matches (scripts/calibrate_search.py); "
-                             "template refinement on (volkov training pairs: SR@3 40 -> 70 % aligned, docs/tar.md)"),
+                             "template refinement on (volkov training pairs: SR@3 40 -> 70 % aligned, docs/tar.md); "
+                             "of TAR's pass on CFOG's rectification only the matches within 16 px of it are kept "
+                             "(global_inner_reach; paper deformation 42.4 -> 51.5 %, docs/search.md)"),
     MethodInfo("promptmid", "osreg.matchers.promptmid.matcher:PromptMIDMatcher",
                "osreg.matchers.promptmid.config:PromptMIDConfig",
                "PromptMID: frozen ALIKED/DISK/XFeat descriptors fused by a trained aggregator guided by land-use "
@@ -127,7 +129,9 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                              "hypotheses verified by CFOG, PromptMID matching the pair as given and the chosen "
                              "rectification, then template refinement (33 held-out pairs, SR@5 against the exhaustive "
                              "grid search before: aligned 15.2 -> 48.5 %; paper deformation 48.5 %, on its 15 pairs "
-                             "outside lzk 20.0 -> 66.7 %; 60 -> 18-21 s a pair; docs/promptmid.md)"),
+                             "outside lzk 20.0 -> 66.7 %; 60 -> 18-21 s a pair; docs/promptmid.md); of its pass on "
+                             "CFOG's rectification only the matches within 16 px of it are kept (global_inner_reach, "
+                             "as TAR; paper 51.5 % either way, more accepted, docs/search.md)"),
     MethodInfo("cstf", "osreg.matchers.cstf.matcher:CSTFMatcher", "osreg.matchers.cstf.config:CSTFConfig",
                "CSTF: scale-invariant keypoints in both images, correspondence maps of four regions around each "
                "optical keypoint and of the nearby SAR keypoints, matching as classification (softmax over "
@@ -139,7 +143,9 @@ _REGISTRY: dict[str, MethodInfo] = {m.name: m for m in (
                defaults_note="the global search when the pair has no usable georeference (as CFOG), none with one; "
                              "its hypotheses verified by CFOG, CSTF matching the pair as given and the chosen "
                              "rectification (33 held-out pairs with the earlier 64 px search, SR@5 against CSTF verifying: "
-                             "aligned 45.5 vs 48.5 %, paper deformation 33.3 vs 27.3 %, 3-4.5x faster; docs/cstf.md)"),
+                             "aligned 45.5 vs 48.5 %, paper deformation 33.3 vs 27.3 %, 3-4.5x faster; docs/cstf.md); "
+                             "of its pass on CFOG's rectification only the matches within 16 px of it are kept "
+                             "(global_inner_reach, as TAR; paper 48.5 % either way, docs/search.md)"),
 )}
 
 BASELINES = ("sift", "aliked", "disk", "xfeat", "cfog", "rift")

@@ -77,10 +77,12 @@ class GlobalSearchStage(Stage):
         else:
             self._verifier = inner
 
-    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray | None, run: Callable) -> tuple | None:
+    def _verify(self, image0, mask0, image1, mask1, W: np.ndarray | None, run: Callable, reach: int = 0
+                ) -> tuple | None:
         """Match with ``run`` (a matcher bound to the optical image, :meth:`Matcher.bind_reference`) the SAR rectified
         by W (optical px -> SAR px; None: the pair as given, not warped at all; a pure integer shift moves the SAR
-        without resampling it).
+        without resampling it); with ``reach`` > 0, only the matches within that many px of the rectification (in x
+        and in y) are kept.
 
         Returns:
             (rank key, matches with keypoints1 in rectified px, their homography, the transform used: rectified px
@@ -98,6 +100,8 @@ class GlobalSearchStage(Stage):
         if rm.sum() < 0.05 * rm.size:
             return None
         res = run(r.astype(np.float32, copy=False), rm)
+        if reach and len(res):
+            res = res.subset(np.abs(res.keypoints1 - res.keypoints0).max(axis=1) <= reach)
         est = estimate_transform(res.keypoints0, res.keypoints1, GeometryConfig(model="homography"))
         if est.H is None:
             return None
@@ -253,7 +257,8 @@ class GlobalSearchStage(Stage):
         best, chosen = self._choose(image0, mask0, image1, mask1, info, self._verifier)
         if best is not None and (chosen != "as given" or best[0][0]):
             key, res, F, W = best
-            best = self._verify(image0, mask0, image1, mask1, W @ F, inner)
+            # the verifier's fit has brought the pair within a few pixels: matches further from it contradict it
+            best = self._verify(image0, mask0, image1, mask1, W @ F, inner, self.config.inner_reach)
             info["confirmed"] = bool(info.get("confirmed") and best is not None and best[0][0])
         else:
             best = None
