@@ -70,8 +70,8 @@ class GlobalSearchConfig(DictConfig):
             verifier has brought the pair within a few pixels there, and a learned matcher's matches on an
             unfamiliar sensor are mostly wrong: far ones contradict the verifier and pull the fit away (SR@5 with
             16 px against all matches: TAR on the 33 held-out pairs, paper deformation 42.4 -> 51.5 %, aligned
-            45.5 -> 48.5 %, on the 40 volkov training pairs 77.5 -> 75.0 %; PromptMID and CSTF, paper: unchanged,
-            51.5 and 48.5 %; docs/search.md). TAR's matches on a resampled SAR are several pixels off (median 7 px
+            45.5 -> 48.5 %, full circle 39.4 -> 42.4 %, on the 40 volkov training pairs 77.5 -> 75.0 %; PromptMID
+            and CSTF, paper: unchanged, 51.5 and 48.5 %; docs/search.md). TAR's matches on a resampled SAR are several pixels off (median 7 px
             on a volkov pair rectified within 1.2 px): 8 px dropped right ones (training split 72.5 %).
     """
 
