@@ -71,8 +71,9 @@ class GlobalSearchConfig(DictConfig):
             unfamiliar sensor are mostly wrong: far ones contradict the verifier and pull the fit away (SR@5 with
             16 px against all matches: TAR on the 33 held-out pairs, paper deformation 42.4 -> 51.5 %, aligned
             45.5 -> 48.5 %, full circle 39.4 -> 42.4 %, on the 40 volkov training pairs 77.5 -> 75.0 %; PromptMID
-            and CSTF, paper: unchanged, 51.5 and 48.5 %; docs/search.md). TAR's matches on a resampled SAR are several pixels off (median 7 px
-            on a volkov pair rectified within 1.2 px): 8 px dropped right ones (training split 72.5 %).
+            and CSTF, paper: unchanged, 51.5 and 48.5 %; docs/search.md). TAR's matches on a resampled SAR are
+            several pixels off (median 7 px on a volkov pair rectified within 1.2 px): 8 px dropped right ones
+            (training split 72.5 %).
     """
 
     coarse_side: int = 96
