@@ -9,8 +9,9 @@ import time
 
 import numpy as np
 import pytest
+import rasterio
 from click.testing import CliRunner
-from conftest import DEMO_OPTICAL, DEMO_SAR
+from conftest import DEMO_OPTICAL, DEMO_SAR, textured, write_tif
 
 from osreg.batch import read_pairs, register_pair, run_batch
 from osreg.cli import main
@@ -82,6 +83,17 @@ def test_batch_survives_a_dead_worker_and_equals_a_sequential_run(tmp_path, clie
         assert a["matches"] == b["matches"] and seq[int(name[1])]["status"] == "good"
     again = run_batch(tasks, tmp_path / "dask", cfg, client=client, runner=dies_once)
     assert [r["status"] for r in again] == ["done before"] * 4 + ["error"]
+
+
+def test_the_summary_names_the_checks_a_refused_pair_failed(tmp_path):
+    with rasterio.open(DEMO_SAR) as s:
+        crs, t = s.crs, s.transform
+    other = write_tif(tmp_path / "unrelated.tif", (textured((384, 384), seed=7) * 255).astype(np.uint8), crs, t)
+    tasks = read_pairs(write_pairs(tmp_path, [[str(DEMO_OPTICAL), str(other), "u"]]), tmp_path / "out")
+    (row,) = run_batch(tasks, tmp_path / "out", make_config("cfog[global_escalate_side=0]"))
+    report = json.loads((tmp_path / "out" / "u" / "report.json").read_text())
+    assert row["status"] == "failed" and report["failed_checks"]
+    assert summary(tmp_path / "out")["u"]["failed_checks"] == ";".join(report["failed_checks"])
 
 
 def test_batch_command_on_a_local_cluster(tmp_path):

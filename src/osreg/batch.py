@@ -27,8 +27,8 @@ from osreg.scene.config import SceneConfig
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS = ("name", "status", "verdict", "model", "matches", "inliers", "seconds", "optical", "sar",
-                   "folder", "message")
+SUMMARY_COLUMNS = ("name", "status", "verdict", "failed_checks", "model", "matches", "inliers", "seconds", "optical",
+                   "sar", "folder", "message")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _row(task: PairTask, status: str, report: dict[str, Any] | None, seconds: fl
          ) -> dict[str, Any]:
     report = report or {}
     return {"name": task.name, "status": status, "verdict": report.get("verdict", ""),
-            "model": report.get("model", ""), "matches": report.get("matches", ""),
+            "failed_checks": ";".join(report.get("failed_checks", [])), "model": report.get("model", ""), "matches": report.get("matches", ""),
             "inliers": report.get("inliers", ""), "seconds": round(seconds, 2), "optical": task.optical,
             "sar": task.sar, "folder": task.out_dir, "message": message}
 
