@@ -118,7 +118,7 @@ def synthetic_train_pairs(n: int = 3, size: int = 160) -> list:
     for k in range(n):
         opt = textured((size, size), seed=k)
         sar = np.clip(1 - opt + rng.normal(0, 0.05, opt.shape), 0, 1).astype(np.float32)
-        pairs.append(TrainPair(f"s{k}", opt, sar, np.zeros(2), True))
+        pairs.append(TrainPair(f"s{k}", opt, sar, np.eye(3), True))
     return pairs
 
 

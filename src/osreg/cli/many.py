@@ -147,10 +147,16 @@ def benchmark(data_dir, datasets, methods, protocols, out_dir, crop, max_pairs, 
 @click.option("--fine-jitter", type=click.IntRange(0), default=0, show_default=True,
               help="TAR: move fine windows by up to this many fine pixels (offsets of a coarse match one cell off).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] on a machine with a GPU.")
+@click.option("--registered", "registered", multiple=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=str),
+              help="TAR, PromptMID: the report.json of a pair osreg registered and accepted; the pair trains too "
+                   "(coarse loss only), with that registration as its ground truth. Repeatable.")
+@click.option("--registered-share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.25,
+              show_default=True, help="Share of the samples drawn from the --registered pairs.")
 @threads_option
 @handle_errors
 def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resume, init, train_only, fine_jitter,
-          device, threads):
+          device, registered, registered_share, threads):
     """Train a learned matcher on the pairs of DATA (validation pairs held out, see osreg.train.data)."""
     from osreg.io.atomic import check_output_file
     from osreg.runtime import set_threads
@@ -180,6 +186,7 @@ def train(method, data_dir, run_dir, preset, steps, batch, lr, seed, blur, resum
     from osreg.train.data import AugmentConfig
 
     cfg = TrainConfig(preset=preset, steps=steps, batch=batch, lr=lr, seed=seed, init=init or "", train_only=train_only,
-                      fine_jitter=fine_jitter, augment=AugmentConfig(blur=blur), device=device)
+                      fine_jitter=fine_jitter, augment=AugmentConfig(blur=blur), device=device,
+                      registered=tuple(str(Path(r).resolve()) for r in registered), registered_share=registered_share)
     path = run_training(data_dir, run_dir, cfg, resume=resume, threads=threads)
     click.echo(str(path))

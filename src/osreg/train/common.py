@@ -17,7 +17,7 @@ import torch
 from osreg.errors import InputError
 from osreg.io.atomic import atomic_output, write_text_atomic
 from osreg.matchers.checkpoint import load_state, read_checkpoint
-from osreg.train.data import AugmentConfig, make_batch
+from osreg.train.data import AugmentConfig, add_registered, load_registered, load_volkov, make_batch
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ class TrainConfig:
     from the weights of another checkpoint (the preset may add modules it lacks, which start fresh);
     ``train_only="fine"`` freezes everything but the fine stage and trains it with the fine loss alone;
     ``fine_jitter`` moves fine windows by up to that many fine pixels (see
-    :func:`osreg.train.losses.supervised_fine_loss`)."""
+    :func:`osreg.train.losses.supervised_fine_loss`). ``registered``: ``report.json`` files of registrations by
+    ``osreg register`` whose pairs train too, drawn for ``registered_share`` of the samples
+    (:func:`osreg.train.data.load_registered`)."""
 
     preset: str = "default"
     steps: int = 3000
@@ -48,6 +50,8 @@ class TrainConfig:
     fine_jitter: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "cpu"
+    registered: tuple[str, ...] = ()
+    registered_share: float = 0.25
 
     def __post_init__(self) -> None:
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -56,6 +60,8 @@ class TrainConfig:
             raise InputError(f"train_only must be 'all' or 'fine', got {self.train_only!r}")
         if self.fine_jitter < 0:
             raise InputError(f"fine_jitter must be >= 0, got {self.fine_jitter}")
+        if not 0 < self.registered_share < 1:
+            raise InputError(f"registered_share must be in (0, 1), got {self.registered_share}")
 
 
 def lr_factor(step: int, total: int, warmup: int = 100) -> float:
@@ -110,6 +116,18 @@ def save_checkpoint(path: Path, state_key: str, module: torch.nn.Module, model_c
         state["optimizer"] = optim.state_dict()
     with atomic_output(path, overwrite=True) as tmp:
         torch.save(state, tmp)
+
+
+def training_pairs(data_dir: str | None, cfg: TrainConfig) -> tuple[list, list]:
+    """``(train, val)`` pairs: the volkov split of ``data_dir`` with the pairs of ``cfg.registered`` added to the
+    training pairs for ``cfg.registered_share`` of the samples (read first: they are checked before the datasets)."""
+    registered = load_registered(cfg.registered, cfg.augment.crop)
+    train, val = load_volkov(data_dir, "train"), load_volkov(data_dir, "val")
+    if registered:
+        logger.info("adding %d registered pairs (%s), drawn for %.0f %% of the samples", len(registered),
+                    ", ".join(p.name for p in registered), 100 * cfg.registered_share)
+        train = add_registered(train, registered, cfg.registered_share)
+    return train, val
 
 
 def to_device(batch: tuple, device: torch.device) -> tuple:

@@ -3,7 +3,8 @@ exact dense ground truth.
 
 Split (fixed): validation holds out ``osmnet_zhanghan9718``, ``ossift_xym2009`` pair A and a fixed 15 % of
 ``volkov_s1s2_10m`` (every pair whose name hashes into the lowest 15 %, see :func:`volkov_split`); training uses
-the other volkov pairs.
+the other volkov pairs, and optionally pairs that osreg itself registered (:func:`load_registered`: unlabelled pairs,
+their ground truth the registration the verdict accepted).
 
 Noisy ground truth: volkov pairs are registered "by georeference and a projective transform", but the
 independent check in ``alignment_check.csv`` finds 1.5-8 px local offsets in many of them. Per pair:
@@ -17,6 +18,8 @@ independent check in ``alignment_check.csv`` finds 1.5-8 px local offsets in man
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,9 @@ import cv2
 import numpy as np
 import torch
 
+from osreg.errors import InputError
 from osreg.io.raster import read_raster
+from osreg.io.validity import mask_edge_borders
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
 
 VAL_FRACTION = 0.15
@@ -36,13 +41,30 @@ def volkov_split(name: str) -> str:
     return "val" if zlib.crc32(name.encode()) % 100 < VAL_FRACTION * 100 else "train"
 
 
+def translation(shift) -> np.ndarray:
+    """The 3 x 3 transform p -> p + shift."""
+    return np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1.0]])
+
+
 @dataclass
 class TrainPair:
+    """A real pair and its ground truth.
+
+    Attributes:
+        optical, sar: ``(H, W)`` float32 in [0, 1], preprocessed as for matching.
+        to_sar: 3 x 3, optical px -> SAR px.
+        fine_ok: the ground truth is trusted to about a pixel: the pair trains the fine loss too.
+        sar_valid: ``(H, W)`` bool validity of the SAR (None: all valid).
+        weight: how likely the pair is to be drawn, relative to the others.
+    """
+
     name: str
-    optical: np.ndarray  # (H, W) float32 [0, 1]
+    optical: np.ndarray
     sar: np.ndarray
-    shift: np.ndarray  # ground-truth correction: SAR = optical + shift
+    to_sar: np.ndarray
     fine_ok: bool
+    sar_valid: np.ndarray | None = None
+    weight: float = 1.0
 
 
 def load_volkov(data_dir: str | Path, split: str = "train") -> list[TrainPair]:
@@ -57,8 +79,56 @@ def load_volkov(data_dir: str | Path, split: str = "train") -> list[TrainPair]:
         shift = np.array([float(r["median_dx_px"]), float(r["median_dy_px"])]) if agree else np.zeros(2)
         opt = prepare_optical(read_raster(d / "opt" / r["pair"], "optical"))
         sar = prepare_sar(read_raster(d / "sar" / r["pair"], "SAR"), PreprocessConfig())
-        pairs.append(TrainPair(r["pair"], opt, sar, shift, agree))
+        pairs.append(TrainPair(r["pair"], opt, sar, translation(shift), agree))
     return pairs
+
+
+def load_registered(reports: list[str] | tuple[str, ...], min_side: int) -> list[TrainPair]:
+    """Training pairs from registrations by ``osreg register`` (each its ``report.json``): the inputs it names, read
+    and preprocessed as for matching, with the transform it found (optical px -> SAR px) as ground truth. Only
+    results the verdict accepted are taken. That ground truth is osreg's own estimate, not an independent one, so
+    these pairs train the coarse loss only (like volkov pairs whose check is inconclusive). Each pair's weight is
+    its optical area (:func:`add_registered` scales them to a share of the samples).
+
+    Raises:
+        InputError: a report that cannot be read, was refused by the verdict, names inputs that are missing, or an
+            optical image with a side under ``min_side`` px (the training crop).
+    """
+    pairs = []
+    for path in reports:
+        try:
+            report = json.loads(Path(path).read_text())
+            H = np.asarray(report["transform"]["optical_px_to_sar_px"], float)
+            names = report["inputs"]["optical"]["path"], report["inputs"]["sar"]["path"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path} is not a readable osreg report.json ({e})") from e
+        if report.get("verdict") != "good" or H.shape != (3, 3):
+            raise InputError(f"{path}: the verdict refused this registration ({'; '.join(report.get('reasons', []))}); "
+                             "only accepted registrations can serve as ground truth")
+        for name in names:
+            if not Path(name).is_file():
+                raise InputError(f"{path} names {name}, which does not exist (reports keep the input paths as given: "
+                                 "read it from where it was registered)")
+        optical = mask_edge_borders(read_raster(names[0], "optical"), "optical")[0]
+        if min(optical.width, optical.height) < min_side:
+            raise InputError(f"{path}: the optical image is {optical.width} x {optical.height} px, smaller than the "
+                             f"{min_side} px training crop")
+        sar = mask_edge_borders(read_raster(names[1], "SAR"), "SAR")[0]
+        pairs.append(TrainPair(Path(path).parent.name, prepare_optical(optical),
+                               prepare_sar(sar, PreprocessConfig()), H, False, sar.mask,
+                               float(optical.width * optical.height)))
+    return pairs
+
+
+def add_registered(train: list[TrainPair], registered: list[TrainPair], share: float) -> list[TrainPair]:
+    """``train`` and ``registered`` pairs, weighted so that the registered ones are drawn for ``share`` of the
+    samples (each in proportion to its ``weight``; ``train`` keeps its own weights)."""
+    if not registered:
+        return list(train)
+    base = sum(p.weight for p in train)
+    own = sum(p.weight for p in registered)
+    scale = share / (1 - share) * base / own
+    return list(train) + [dataclasses.replace(p, weight=p.weight * scale) for p in registered]
 
 
 @dataclass(frozen=True)
@@ -101,11 +171,12 @@ def sample(pair: TrainPair, rng: np.random.Generator, cfg: AugmentConfig, streng
     opt = pair.optical[y0:y0 + n, x0:x0 + n]
     H = random_homography(n, rng, cfg, strength)
     # SAR crop pixel q shows full-SAR pixel  T_o (H^-1 q) + shift
-    to_full = np.array([[1, 0, x0 + pair.shift[0]], [0, 1, y0 + pair.shift[1]], [0, 0, 1.0]]) @ np.linalg.inv(H)
+    to_full = pair.to_sar @ translation((x0, y0)) @ np.linalg.inv(H)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     sar = cv2.warpPerspective(pair.sar, to_full, (n, n), flags=flags, borderValue=0)
-    valid = cv2.warpPerspective(np.ones_like(pair.sar, np.uint8), to_full, (n, n),
-                                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0) > 0
+    sar_valid = np.ones_like(pair.sar, np.uint8) if pair.sar_valid is None else pair.sar_valid.astype(np.uint8)
+    valid = cv2.warpPerspective(sar_valid, to_full, (n, n), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                borderValue=0) > 0
     if rng.random() < 0.5:  # photometric jitter of the optical (gamma)
         opt = np.clip(opt, 0, 1) ** rng.uniform(0.7, 1.4)
     if cfg.blur > 0:
@@ -120,7 +191,12 @@ def make_batch(pairs: list[TrainPair], rng: np.random.Generator, batch: int, aug
                strength: float = 1.0):
     """A batch of :func:`sample` items as tensors: optical (B, 1, n, n), SAR (B, 1, n, n), SAR validity (B, n, n),
     H (B, 3, 3; optical crop px -> SAR crop px) and fine_ok (B,)."""
-    items = [sample(pairs[rng.integers(len(pairs))], rng, augment, strength) for _ in range(batch)]
+    w = np.array([p.weight for p in pairs], float)
+    if np.all(w == w[0]):  # the draws of runs before pairs had weights
+        picks = [pairs[rng.integers(len(pairs))] for _ in range(batch)]
+    else:
+        picks = [pairs[k] for k in rng.choice(len(pairs), size=batch, p=w / w.sum())]
+    items = [sample(p, rng, augment, strength) for p in picks]
     opt = torch.from_numpy(np.stack([it[0] for it in items]))[:, None]
     sar = torch.from_numpy(np.stack([it[1] for it in items]))[:, None]
     valid = torch.from_numpy(np.stack([it[2] for it in items]))

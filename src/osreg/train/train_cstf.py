@@ -110,6 +110,9 @@ def compute_losses(model: CSTFNet, opt, sar, valid, H, rng: np.random.Generator,
 def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = False, threads: int = 2,
           pairs: tuple[list, list] | None = None) -> Path:
     """Train and return the path of the final checkpoint (``pairs``: ``(train, val)`` instead of the datasets)."""
+    if cfg.registered:
+        raise InputError("CSTF trains only on pairs whose ground truth an independent check confirms (its classes "
+                         "are 2 px cells); pairs registered by osreg carry its own estimate and cannot train it")
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     if cfg.preset not in PRESETS:

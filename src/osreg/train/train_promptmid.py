@@ -26,9 +26,9 @@ from osreg.matchers.dense import window_refiner
 from osreg.matchers.promptmid import build_promptmid
 from osreg.matchers.promptmid.model import PromptMIDNet, dual_softmax
 from osreg.text import load_bank
-from osreg.train.common import TrainConfig, run_training, summarize_validation
+from osreg.train.common import TrainConfig, run_training, summarize_validation, training_pairs
 from osreg.train.common import export_weights as export_common
-from osreg.train.data import cell_mask, load_volkov
+from osreg.train.data import cell_mask
 from osreg.train.losses import coarse_ground_truth, match_errors, supervised_fine_loss
 
 logger = logging.getLogger(__name__)
@@ -78,9 +78,8 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
     torch.manual_seed(cfg.seed)
     net = build_promptmid(cfg.preset).to(cfg.device)
     text = torch.from_numpy(load_bank(net.cfg.text_encoder).embeddings).to(cfg.device)
-    train_pairs, val_pairs = pairs if pairs is not None else (load_volkov(data_dir, "train"),
-                                                              load_volkov(data_dir, "val"))
-    logger.info("training PromptMID's aggregator on %d volkov pairs, validating on %d", len(train_pairs),
+    train_pairs, val_pairs = pairs if pairs is not None else training_pairs(data_dir, cfg)
+    logger.info("training PromptMID's aggregator on %d pairs, validating on %d volkov pairs", len(train_pairs),
                 len(val_pairs))
 
     @torch.no_grad()

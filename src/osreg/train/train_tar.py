@@ -17,10 +17,10 @@ from osreg.matchers.checkpoint import read_checkpoint
 from osreg.matchers.tar.config import PRESETS, TARConfig
 from osreg.matchers.tar.model import TARModel
 from osreg.text import load_bank
-from osreg.train.common import TrainConfig, run_training, summarize_validation
+from osreg.train.common import TrainConfig, run_training, summarize_validation, training_pairs
 from osreg.train.common import export_weights as export_common
 from osreg.train.common import save_checkpoint as save_common
-from osreg.train.data import cell_mask, load_volkov
+from osreg.train.data import cell_mask
 from osreg.train.losses import (
     coarse_ground_truth,
     focal_loss,
@@ -87,9 +87,8 @@ def train(data_dir: str | None, run_dir: str, cfg: TrainConfig, resume: bool = F
         freeze_all_but_fine(model)
     text = torch.from_numpy(load_bank(model_cfg.text_encoder).embeddings).to(cfg.device)
     model.to(cfg.device)
-    train_pairs, val_pairs = pairs if pairs is not None else (load_volkov(data_dir, "train"),
-                                                              load_volkov(data_dir, "val"))
-    logger.info("training on %d volkov pairs (%d with trusted fine ground truth), validating on %d",
+    train_pairs, val_pairs = pairs if pairs is not None else training_pairs(data_dir, cfg)
+    logger.info("training on %d pairs (%d with trusted fine ground truth), validating on %d volkov pairs",
                 len(train_pairs), sum(p.fine_ok for p in train_pairs), len(val_pairs))
 
     def losses(batch, gen):
