@@ -390,6 +390,37 @@ def test_a_pair_as_given_that_only_the_verifier_trusts_is_matched_again_on_its_r
     assert fit_error(res, D) < 2.0
 
 
+@pytest.mark.parametrize("verified, own_trusted, answer", [(True, False, "rectified"), (False, False, "own"),
+                                                           (True, True, "own")])
+def test_the_wrapped_matchers_untrusted_pass_as_given_does_not_outweigh_a_confirmed_verifier(
+        monkeypatch, verified, own_trusted, answer):
+    """verifier=cfog: the wrapped matcher's pass on the pair as given (30 inliers, fewer than accept_inliers) and its
+    pass on the verifier's rectification (20 inliers), both refused by the verdict. When the verifier confirmed its
+    choice, the rectified pass is the answer: more inliers of a refused pass do not overrule the verifier's
+    confirmation. Unconfirmed, or with the pass as given trusted, the pass as given ranks higher and is the answer."""
+    from osreg.matchers import global_search as gs
+    from osreg.types import MatchResult
+
+    def result(name):
+        return MatchResult(np.zeros((1, 2)), np.zeros((1, 2)), np.ones(1), {"pass": name})
+
+    def fake_verify(self, image0, mask0, image1, mask1, W, run, reach=0):
+        if W is None:
+            return (own_trusted, 30), result("own"), np.eye(3), np.eye(3)
+        return (False, 20), result("rectified"), np.eye(3), np.eye(3)
+
+    def fake_choose(self, image0, mask0, image1, mask1, info, verifier):
+        info.update(chosen=0, confirmed=verified)
+        return ((True, 120), result("verifier"), np.eye(3), np.eye(3)), 0
+
+    monkeypatch.setattr(gs.GlobalSearchStage, "_verify", fake_verify)
+    monkeypatch.setattr(gs.GlobalSearchStage, "_choose", fake_choose)
+    img = np.zeros((64, 64), np.float32)
+    res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(verifier="cfog")).match_working(img, img, None, None)
+    assert res.info["pass"] == answer
+    assert res.info["search"]["confirmed"] is (answer == "own" and own_trusted)
+
+
 def test_refine_hypothesis_corrects_a_small_turn_rescaling_and_shift_by_the_dense_score():
     """The demo pair (optical and real SAR, ~1 px apart) with a starting transform turned 1.8 degrees, scaled 1.03
     and shifted (3, -2) px away from the truth (6.6 px median grid error, the size of a coarse hypothesis's error):

@@ -245,24 +245,27 @@ class GlobalSearchStage(Stage):
         """The search with another verifier: the wrapped matcher's own pass on the pair as given first (kept when it
         is trusted with ``accept_inliers`` inliers, as without a verifier); otherwise the verifier chooses, and the
         wrapped matcher's pass on the chosen rectification (refined by the verifier's fit) is the answer, unless its
-        pass on the pair as given ranks higher. The pair as given counts as a choice once the verifier trusts it: a
-        matcher with a shorter reach than the verifier's (CSTF's 16 px against CFOG's 24) then matches the pair
-        brought within its reach. A result is confirmed only if the verifier confirmed the choice and the verdict
-        trusts the wrapped matcher's pass."""
+        pass on the pair as given ranks higher (against a choice the verifier confirmed, that pass must be trusted as
+        well). The pair as given counts as a choice once the verifier trusts it: a matcher with a shorter reach than
+        the verifier's (CSTF's 16 px against CFOG's 24) then matches the pair brought within its reach. A result is
+        confirmed only if the verifier confirmed the choice and the verdict trusts the wrapped matcher's pass."""
         inner = self.inner.bind_reference(image0, mask0)
         own = self._verify(image0, mask0, image1, mask1, None, inner)
         if self._strong(own):
             info.update(chosen="as given", hypotheses_verified=0, confirmed=True)
             return own
         best, chosen = self._choose(image0, mask0, image1, mask1, info, self._verifier)
+        verified = bool(info.get("confirmed"))  # the verifier confirmed its choice
         if best is not None and (chosen != "as given" or best[0][0]):
             key, res, F, W = best
             # the verifier's fit has brought the pair within a few pixels: matches further from it contradict it
             best = self._verify(image0, mask0, image1, mask1, W @ F, inner, self.config.inner_reach)
-            info["confirmed"] = bool(info.get("confirmed") and best is not None and best[0][0])
+            info["confirmed"] = bool(verified and best is not None and best[0][0])
         else:
             best = None
-        if own is not None and (best is None or own[0] > best[0]):
+        # against a choice the verifier confirmed, the wrapped matcher's own pass on the pair as given needs trust:
+        # more inliers alone (of a pass the verdict refuses) do not outweigh the verifier's confirmation
+        if own is not None and (best is None or (own[0] > best[0] and (own[0][0] or not verified))):
             info.update(chosen="as given", confirmed=bool(own[0][0]))
             return own
         return best
