@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 
 from osreg.eval.datasets import load_pairs
-from osreg.eval.deform import centre_crop_box, crop_around, pair_seed, translation
-from osreg.geometry import GeometryConfig, apply_transform
+from osreg.eval.deform import centre_crop_box, crop_around, pair_seed
+from osreg.geometry import GeometryConfig, apply_transform, translation
 from osreg.io.raster import write_geotiff
 from osreg.pipeline import make_config, run_registration
 from osreg.runtime import set_threads

@@ -13,6 +13,7 @@ from conftest import DEMO_OPTICAL, DEMO_SAR, textured
 
 from osreg.cli import main
 from osreg.errors import CheckpointError, InputError
+from osreg.geometry import translation
 from osreg.matchers import build_matcher, method_setup
 from osreg.matchers.cstf import model as cstf_model
 from osreg.matchers.cstf.config import PRESETS, CSTFConfig
@@ -22,7 +23,7 @@ from osreg.matchers.cstf.model import CSTFNet, decode
 from osreg.pipeline import read_inputs
 from osreg.preprocess import prepare_optical, prepare_sar
 from osreg.train.common import TrainConfig
-from osreg.train.data import TrainPair, translation
+from osreg.train.data import TrainPair
 
 
 def demo_images():
@@ -186,7 +187,7 @@ def test_a_short_training_run_lowers_the_loss_and_resumes(tmp_path):
     from osreg.train.train_cstf import train
 
     opt, sar = demo_images()
-    pairs = [TrainPair("demo", opt, sar, translation((0.0, 1.0)), True)]
+    pairs = [TrainPair("demo", opt, sar, translation(0.0, 1.0), True)]
     cfg = TrainConfig(preset="tiny", steps=30, batch=1, lr=1e-2, checkpoint_every=15, val_every=15)
     last = train(None, str(tmp_path / "run"), cfg, threads=1, pairs=(pairs, pairs))
     hist = json.loads((tmp_path / "run" / "history.json").read_text())

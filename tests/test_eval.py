@@ -117,9 +117,8 @@ def test_tiepoint_ground_truth_interpolates_its_points():
 def test_a_cropped_tie_point_truth_is_scored_only_where_the_crop_has_pixels():
     """A crop keeps every tie point for the interpolation, but the error is measured only at the tie points inside
     it: a registration right inside a 50 px crop and wrong far outside it scores 0 there."""
-    from osreg.eval.deform import translation
     from osreg.eval.metrics import pair_metrics
-    from osreg.geometry import Estimate
+    from osreg.geometry import Estimate, translation
     from osreg.types import MatchResult
 
     p0 = np.array([[10.0, 10], [40, 20], [30, 45], [150, 150], [180, 20], [20, 170]])

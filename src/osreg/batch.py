@@ -79,9 +79,9 @@ def _row(task: PairTask, status: str, report: dict[str, Any] | None, seconds: fl
          ) -> dict[str, Any]:
     report = report or {}
     return {"name": task.name, "status": status, "verdict": report.get("verdict", ""),
-            "failed_checks": ";".join(report.get("failed_checks", [])), "model": report.get("model", ""), "matches": report.get("matches", ""),
-            "inliers": report.get("inliers", ""), "seconds": round(seconds, 2), "optical": task.optical,
-            "sar": task.sar, "folder": task.out_dir, "message": message}
+            "failed_checks": ";".join(report.get("failed_checks", [])), "model": report.get("model", ""),
+            "matches": report.get("matches", ""), "inliers": report.get("inliers", ""), "seconds": round(seconds, 2),
+            "optical": task.optical, "sar": task.sar, "folder": task.out_dir, "message": message}
 
 
 def _report(task: PairTask) -> dict[str, Any] | None:

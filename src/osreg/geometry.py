@@ -84,6 +84,11 @@ def scale_matrix(s: float, sy: float | None = None) -> np.ndarray:
     return np.array([[s, 0, 0.5 * s - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
 
 
+def translation(dx: float, dy: float) -> np.ndarray:
+    """The 3 x 3 transform p -> p + (dx, dy)."""
+    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]])
+
+
 def transfer_error(H: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarray:
     """Distance between ``H(xy0)`` and ``xy1``."""
     return np.linalg.norm(apply_transform(H, xy0) - np.asarray(xy1, dtype=np.float64).reshape(-1, 2), axis=1)

@@ -37,11 +37,10 @@ from osreg.eval.deform import (
     pair_seed,
     sample_deformation,
     sample_paper_deformation,
-    translation,
     warp_image,
 )
 from osreg.eval.metrics import FALSE_ACCEPT_PX, REACH_MARGIN_PX, pair_metrics, summarize
-from osreg.geometry import GeometryConfig
+from osreg.geometry import GeometryConfig, translation
 from osreg.io.atomic import check_output_folder, staged_folder
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
 

@@ -88,7 +88,3 @@ def crop_around(width: int, height: int, cx: float, cy: float, w: int, h: int) -
     x0 = int(np.clip(round(cx - (w - 1) / 2), 0, width - w))
     y0 = int(np.clip(round(cy - (h - 1) / 2), 0, height - h))
     return x0, y0, w, h
-
-
-def translation(dx: float, dy: float) -> np.ndarray:
-    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]])

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from osreg.errors import InputError
+from osreg.geometry import translation
 from osreg.io.raster import read_raster
 from osreg.io.validity import mask_edge_borders
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
@@ -39,11 +40,6 @@ VAL_FRACTION = 0.15
 def volkov_split(name: str) -> str:
     """'val' for a fixed ~15 % of volkov pairs (by a stable hash of the file name), else 'train'."""
     return "val" if zlib.crc32(name.encode()) % 100 < VAL_FRACTION * 100 else "train"
-
-
-def translation(shift) -> np.ndarray:
-    """The 3 x 3 transform p -> p + shift."""
-    return np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1.0]])
 
 
 @dataclass
@@ -79,7 +75,7 @@ def load_volkov(data_dir: str | Path, split: str = "train") -> list[TrainPair]:
         shift = np.array([float(r["median_dx_px"]), float(r["median_dy_px"])]) if agree else np.zeros(2)
         opt = prepare_optical(read_raster(d / "opt" / r["pair"], "optical"))
         sar = prepare_sar(read_raster(d / "sar" / r["pair"], "SAR"), PreprocessConfig())
-        pairs.append(TrainPair(r["pair"], opt, sar, translation(shift), agree))
+        pairs.append(TrainPair(r["pair"], opt, sar, translation(*shift), agree))
     return pairs
 
 
@@ -170,8 +166,8 @@ def sample(pair: TrainPair, rng: np.random.Generator, cfg: AugmentConfig, streng
     y0 = int(rng.integers(0, h - n + 1))
     opt = pair.optical[y0:y0 + n, x0:x0 + n]
     H = random_homography(n, rng, cfg, strength)
-    # SAR crop pixel q shows full-SAR pixel  T_o (H^-1 q) + shift
-    to_full = pair.to_sar @ translation((x0, y0)) @ np.linalg.inv(H)
+    # SAR crop pixel q shows full-SAR pixel to_sar(H^-1 q + (x0, y0))
+    to_full = pair.to_sar @ translation(x0, y0) @ np.linalg.inv(H)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     sar = cv2.warpPerspective(pair.sar, to_full, (n, n), flags=flags, borderValue=0)
     sar_valid = np.ones_like(pair.sar, np.uint8) if pair.sar_valid is None else pair.sar_valid.astype(np.uint8)
