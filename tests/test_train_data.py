@@ -80,6 +80,10 @@ def test_refused_registrations_and_broken_reports_are_not_ground_truth(tmp_path,
     moved.write_text(json.dumps(report))
     with pytest.raises(InputError, match=r"names .*gone\.tif, which does not exist"):
         load_registered([str(moved)], 256)
+    scene = tmp_path / "scene.json"
+    scene.write_text(json.dumps({**json.loads(registered_demo.read_text()), "scene": {"windows": 12}}))
+    with pytest.raises(InputError, match="is a scene registration: its answer is a displacement field"):
+        load_registered([str(scene)], 256)
     broken = tmp_path / "broken.json"
     broken.write_text("{}")
     with pytest.raises(InputError, match="is not a readable osreg report.json"):

@@ -87,8 +87,8 @@ def load_registered(reports: list[str] | tuple[str, ...], min_side: int) -> list
     its optical area (:func:`add_registered` scales them to a share of the samples).
 
     Raises:
-        InputError: a report that cannot be read, was refused by the verdict, names inputs that are missing, or an
-            optical image with a side under ``min_side`` px (the training crop).
+        InputError: a report that cannot be read, of a scene (a displacement field), refused by the verdict, naming
+            inputs that are missing, or an optical image with a side under ``min_side`` px (the training crop).
     """
     pairs = []
     for path in reports:
@@ -98,6 +98,9 @@ def load_registered(reports: list[str] | tuple[str, ...], min_side: int) -> list
             names = report["inputs"]["optical"]["path"], report["inputs"]["sar"]["path"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"{path} is not a readable osreg report.json ({e})") from e
+        if "scene" in report:
+            raise InputError(f"{path} is a scene registration: its answer is a displacement field, not the one "
+                             "transform training takes; register the pair as a chip (osreg register --chip)")
         if report.get("verdict") != "good" or H.shape != (3, 3):
             raise InputError(f"{path}: the verdict refused this registration ({'; '.join(report.get('reasons', []))}); "
                              "only accepted registrations can serve as ground truth")
