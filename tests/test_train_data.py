@@ -14,6 +14,8 @@ from conftest import DEMO_OPTICAL, DEMO_SAR, textured
 from osreg.cli import main
 from osreg.errors import InputError
 from osreg.geometry import rectify
+from osreg.io.raster import read_raster
+from osreg.preprocess import prepare_optical
 from osreg.train.common import TrainConfig
 from osreg.train.data import AugmentConfig, TrainPair, add_registered, load_registered, make_batch, sample
 
@@ -55,7 +57,7 @@ def registered_demo(tmp_path_factory):
     return out / "report.json"
 
 
-def test_a_registered_pair_trains_with_its_registration_as_ground_truth(registered_demo):
+def test_a_registered_pair_trains_with_its_registration_as_ground_truth(registered_demo, tmp_path):
     report = json.loads(registered_demo.read_text())
     (pair,) = load_registered([str(registered_demo)], 256)
     assert pair.name == "demo" and not pair.fine_ok  # osreg's own estimate never reaches the fine loss
@@ -63,6 +65,13 @@ def test_a_registered_pair_trains_with_its_registration_as_ground_truth(register
     assert pair.optical.shape == tuple(report["inputs"]["optical"]["size"][::-1])
     assert pair.sar_valid.shape == pair.sar.shape == tuple(report["inputs"]["sar"]["size"][::-1])
     assert pair.optical.dtype == pair.sar.dtype == np.float32 and pair.optical.max() <= 1.0
+    # the bands the registration chose are the bands that train
+    green = tmp_path / "green.json"
+    green.write_text(json.dumps({**report, "config": {**report["config"], "optical_bands": [2]}}))
+    (one_band,) = load_registered([str(green)], 256)
+    expected = prepare_optical(read_raster(DEMO_OPTICAL, "optical", [2]))
+    np.testing.assert_array_equal(one_band.optical, expected)
+    assert np.abs(one_band.optical - pair.optical).mean() > 0.01
     with pytest.raises(InputError, match=r"the optical image is \d+ x \d+ px, smaller than the 4096 px training crop"):
         load_registered([str(registered_demo)], 4096)
 

@@ -191,7 +191,7 @@ def judge(
                  f"(alignment peak {peak:.3f}, at least {cfg.min_alignment_peak} needed)")
     if search and search.get("confirmed") is False and not failed:
         fail("search", f"the rotation/scale search confirmed none of its {search.get('hypotheses_verified', 0)} "
-                       f"hypotheses with {search.get('accept_inliers', '?')} inliers; the best of them is not trusted")
+             f"hypotheses with {search.get('accept_inliers', '?')} inliers; the best of them is not trusted")
     fit_quality = float(np.exp(-((rmse / 2.0) ** 2))) if np.isfinite(rmse) else 0.0
     conf = (1 - np.exp(-n_in / 20)) * min(1.0, cov / 0.3) * fit_quality
     if failed:

@@ -81,7 +81,8 @@ def load_volkov(data_dir: str | Path, split: str = "train") -> list[TrainPair]:
 
 def load_registered(reports: list[str] | tuple[str, ...], min_side: int) -> list[TrainPair]:
     """Training pairs from registrations by ``osreg register`` (each its ``report.json``): the inputs it names, read
-    and preprocessed as for matching, with the transform it found (optical px -> SAR px) as ground truth. Only
+    with the bands and border masking it used and preprocessed as the other training pairs, with the transform it
+    found (optical px -> SAR px) as ground truth. Only
     results the verdict accepted are taken. That ground truth is osreg's own estimate, not an independent one, so
     these pairs train the coarse loss only (like volkov pairs whose check is inconclusive). Each pair's weight is
     its optical area (:func:`add_registered` scales them to a share of the samples).
@@ -108,15 +109,27 @@ def load_registered(reports: list[str] | tuple[str, ...], min_side: int) -> list
             if not Path(name).is_file():
                 raise InputError(f"{path} names {name}, which does not exist (reports keep the input paths as given: "
                                  "read it from where it was registered)")
-        optical = mask_edge_borders(read_raster(names[0], "optical"), "optical")[0]
+        optical, sar = _read_as_registered(names, report.get("config", {}))
         if min(optical.width, optical.height) < min_side:
             raise InputError(f"{path}: the optical image is {optical.width} x {optical.height} px, smaller than the "
                              f"{min_side} px training crop")
-        sar = mask_edge_borders(read_raster(names[1], "SAR"), "SAR")[0]
         pairs.append(TrainPair(Path(path).parent.name, prepare_optical(optical),
                                prepare_sar(sar, PreprocessConfig()), H, False, sar.mask,
                                float(optical.width * optical.height)))
     return pairs
+
+
+def _read_as_registered(names: tuple[str, str], config: dict) -> tuple:
+    """The optical and SAR rasters of a registration, with the bands and border masking its config chose (the
+    preprocessing is the training's own, as for every pair)."""
+    from osreg.pipeline import RegisterConfig, read_inputs
+
+    bands = config.get("optical_bands")
+    optical, sar = read_inputs(*names, RegisterConfig(optical_bands=tuple(bands) if bands else None,
+                                                      sar_band=config.get("sar_band")))
+    if config.get("mask_borders", True):
+        optical, sar = mask_edge_borders(optical, "optical")[0], mask_edge_borders(sar, "SAR")[0]
+    return optical, sar
 
 
 def add_registered(train: list[TrainPair], registered: list[TrainPair], share: float) -> list[TrainPair]:
