@@ -39,6 +39,17 @@ def shared_data() -> Path:
     return d
 
 
+@pytest.fixture
+def one_thread():
+    """OpenCV (whose thread count the search stages follow) on one thread for the test, restored after it."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    yield
+    cv2.setNumThreads(before)
+
+
 def write_tif(path: Path, data: np.ndarray, crs=None, transform=None, nodata=None) -> Path:
     arr = data if data.ndim == 3 else data[None]
     profile = {"driver": "GTiff", "height": arr.shape[1], "width": arr.shape[2], "count": arr.shape[0],

@@ -47,20 +47,25 @@ def test_hypotheses_include_the_true_similarity(angle, scale):
 
 def test_batches_of_any_size_give_the_same_hypotheses(monkeypatch):
     """The rotations and the rescored hypotheses are processed in batches of about CHUNK_BYTES (a cache-size
-    choice): one rotation or hypothesis at a time and all at once rank the same hypotheses with the same scores."""
+    choice), side by side on the threads given: one rotation or hypothesis at a time, all at once, and one at a time
+    on two threads rank the same hypotheses with the same scores."""
     import osreg.matchers.coarse_search as gs
 
     opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
     cfg = GlobalSearchConfig(coarse_side=64, rescore_side=128, rescore_candidates=12)
     runs = []
-    for size in (1.0, 1e12):  # at least one at a time; everything in one batch
+    # at least one at a time; everything in one batch; batches of one on two threads
+    for size, workers in ((1.0, 1), (1e12, 1), (1.0, 2)):
         monkeypatch.setattr(gs, "CHUNK_BYTES", size)
-        runs.append(search_hypotheses(opt, np.ones(opt.shape, bool), sar, mask, cfg, workers=1))
-    one, whole = runs
-    assert len(one) == len(whole) == cfg.candidates
+        runs.append(search_hypotheses(opt, np.ones(opt.shape, bool), sar, mask, cfg, workers=workers))
+    one, whole, two = runs
+    assert len(one) == len(whole) == len(two) == cfg.candidates
     for a, b in zip(one, whole):
         assert (a.rotation, a.scale) == (b.rotation, b.scale) and a.score == pytest.approx(b.score, abs=1e-5)
         np.testing.assert_allclose(a.H, b.H, atol=1e-6)
+    for a, b in zip(one, two):  # the same batches, on two threads: the same values
+        assert (a.rotation, a.scale, a.score) == (b.rotation, b.scale, b.score)
+        np.testing.assert_array_equal(a.H, b.H)
 
 
 def test_the_half_turn_shortcut_equals_turning_the_sar():
@@ -522,14 +527,15 @@ def test_an_unconfirmed_choice_yields_to_a_final_pass_with_more_inliers(monkeypa
         assert np.array_equal(res.keypoints0, passes[0][1].keypoints0) is kept
 
 
-def test_unconfirmed_searches_give_other_candidates_a_final_pass_and_keep_the_best(monkeypatch):
+def test_unconfirmed_searches_give_other_candidates_a_final_pass_and_keep_the_best(monkeypatch, one_thread):
     """When nothing is confirmed, the final pass also runs on the best ranked verified candidates at other places
     (``final_alternatives``), and the best ranked final pass is the answer (osmnet pair2 under the paper
     deformation: the chosen candidate 44 px off with 26 inliers against the pair as given, 8 px off with 24, whose
     final pass registered it with 91). An alternative replaces the answer only with 1.5 times its inliers (on
     ossift A an alternative trusted with 38 inliers 36 px off would otherwise replace an untrusted pass with 76
     right ones). Stubbed verdicts: every candidate untrusted with 30 - rank inliers; final passes untrusted with 20,
-    25, 80 and 100 inliers in turn: the third replaces the first, the others do not."""
+    25, 80 and 100 inliers in turn: the third replaces the first, the others do not (on one thread: the stubs count
+    calls)."""
     import osreg.matchers.global_search as gs
     from osreg.matchers.coarse_search import same_place
 
@@ -547,9 +553,9 @@ def test_unconfirmed_searches_give_other_candidates_a_final_pass_and_keep_the_be
             verified.append(((False, 30 - len(verified)), *out[1:]))
             return verified[-1]
 
-        def final_as(self, image0, mask0, image1, mask1, begin, short):
+        def final_as(self, image0, mask0, image1, mask1, begin, short, workers=None):
             starts.append(begin)
-            out = final(self, image0, mask0, image1, mask1, begin, short)
+            out = final(self, image0, mask0, image1, mask1, begin, short, workers)
             passes.append(((False, (20, 25, 80, 100)[len(passes)]), *out[1:]))
             return passes[-1]
 
@@ -592,9 +598,9 @@ def test_a_pair_as_given_trusted_without_confirmation_gets_the_final_pass(monkey
                 return out
             return (((True, 30) if W is None else (False, 10)), *out[1:])
 
-        def final_as(self, image0, mask0, image1, mask1, begin, short):
+        def final_as(self, image0, mask0, image1, mask1, begin, short, workers=None):
             starts.append(begin)
-            passes.append(((trusted, 60), *final(self, image0, mask0, image1, mask1, begin, short)[1:]))
+            passes.append(((trusted, 60), *final(self, image0, mask0, image1, mask1, begin, short, workers)[1:]))
             return passes[-1]
 
         monkeypatch.setattr(gs.GlobalSearchStage, "_verify", verify_as)
@@ -685,3 +691,46 @@ def test_register_searches_by_default_without_a_georeference(tmp_path):
     g = np.array([[100.0, 100.0], [280.0, 260.0]])
     truth = apply_transform(D, g)
     assert np.linalg.norm(apply_transform(H, g) - truth, axis=1).max() < 3.0
+
+
+def test_the_search_on_two_threads_gives_the_one_thread_result(monkeypatch):
+    """Rotations, rescoring, verifications, refinements and the final passes of other candidates run side by side on
+    the thread count set (--threads): an unconfirmed search (accept_inliers out of reach, no confirmation by a final
+    pass), which escalates, verifies every candidate and gives alternatives a final pass, returns the same matches
+    and the same account of itself on one thread and on two, and verifies on two threads when it has them."""
+    import threading
+
+    import cv2
+
+    import osreg.matchers.global_search as gs
+
+    verify, threads = gs.GlobalSearchStage._verify, set()
+
+    def spy(self, *args, **kwargs):
+        threads.add(threading.get_ident())
+        return verify(self, *args, **kwargs)
+
+    monkeypatch.setattr(gs.GlobalSearchStage, "_verify", spy)
+    opt, sar, mask, _ = demo_rotated_case(137.0, 1.4)
+    cfg = GlobalSearchConfig(coarse_side=64, rescore_side=128, escalate_side=80, candidates=4, scales_per_octave=4,
+                             rotation_step=10, fine_side=128, accept_inliers=10**6, final_alternatives=2,
+                             final_confirm_inliers=0)
+    before = cv2.getNumThreads()
+    runs, used = [], []
+    try:
+        for n in (1, 2):
+            cv2.setNumThreads(n)
+            threads.clear()
+            runs.append(GlobalSearchStage(CFOGMatcher(), cfg).match(opt, sar, None, mask))
+            used.append(len(threads))
+    finally:
+        cv2.setNumThreads(before)
+    assert used[0] == 1 and used[1] >= 2
+    one, two = runs
+    info = one.info["search"]
+    assert info["confirmed"] is False and info["final_alternatives"] == 2 and len(info["escalated_candidates"]) >= 1
+    assert info["hypotheses_verified"] == len(info["candidates"]) + len(info["escalated_candidates"])
+    assert two.info["search"] == info
+    for a, b in ((one.keypoints0, two.keypoints0), (one.keypoints1, two.keypoints1), (one.confidence, two.confidence)):
+        np.testing.assert_array_equal(a, b)
+    assert len(one) > 0

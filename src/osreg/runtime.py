@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def set_threads(threads: int) -> None:
@@ -17,3 +23,33 @@ def set_threads(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
+
+
+def thread_count() -> int:
+    """The thread count the entry points set (:func:`set_threads`; OpenCV holds it)."""
+    import cv2
+
+    return max(1, cv2.getNumThreads())
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``fn`` over ``items``, the results in the order of ``items``, on up to ``workers`` threads (numpy, SciPy's FFT
+    and OpenCV release the GIL in their heavy parts); serial with one worker. Lazily: a consumer that stops early
+    leaves the rest unstarted (with threads, at most ``workers - 1`` more than it took have run). The results are
+    those of a serial run, for any ``fn`` whose calls do not depend on each other; the first failure is raised
+    where a serial run would raise it."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()

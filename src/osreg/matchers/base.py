@@ -81,10 +81,14 @@ class Matcher(abc.ABC):
         min_size: smallest image side (pixels, at working resolution) the method can work with.
         config: the matcher's frozen config; its ``max_side`` is the working resolution: the optical image is
             downscaled so that its longer side is at most this (None: never) and the SAR image by the same factor.
+        concurrent: whether the function :meth:`bind_reference` returns may run on several threads at once (a
+            stage then verifies several candidates side by side, with the results of a serial run); False unless a
+            matcher is known to keep no state between calls.
     """
 
     name: ClassVar[str] = ""
     min_size: ClassVar[int] = 32
+    concurrent: ClassVar[bool] = False
     config: Any
 
     @property

@@ -89,6 +89,7 @@ def _select_points(img: np.ndarray, mask: np.ndarray | None, cfg: CFOGConfig, ma
 class CFOGMatcher(Matcher):
     name = "cfog"
     min_size = 64
+    concurrent = True  # its bound templates are only read
 
     def __init__(self, **options) -> None:
         self.config = CFOGConfig(**options)

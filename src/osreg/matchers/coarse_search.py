@@ -14,6 +14,7 @@ from scipy import fft as sfft
 from osreg.descriptors import oriented_gradient_channels
 from osreg.geometry import apply_transform, scale_matrix
 from osreg.matchers.global_search_config import GlobalSearchConfig
+from osreg.runtime import ordered_map, thread_count
 
 ERODE = np.ones((5, 5), np.uint8)  # channel borders next to no-data are artificial edges
 STRUCTURE_CAP = 4.0  # a pixel's coarse weight saturates at 4x the median structure (bright edges do not dominate)
@@ -140,10 +141,13 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
     # FFTs
     n_rot = len(rotations)
     direct = n_rot // 2 if half_turn and n_rot % 2 == 0 else n_rot
-    # rotations in chunks, so that a batch of padded channel stacks stays near CHUNK_BYTES whatever the sizes
-    chunk = max(1, int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)))
-    peaks: list[tuple[float, int, int]] = [(-np.inf, 0, 0)] * n_rot  # per rotation: best score, shift (row, col)
-    for start in range(0, direct, chunk):
+    # rotations in chunks, so that a batch of padded channel stacks stays near CHUNK_BYTES whatever the sizes, and
+    # that every worker thread gets one (each then runs its FFTs on one thread)
+    chunk = max(1, min(int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)), math.ceil(direct / workers)))
+    starts = range(0, direct, chunk)
+    fft_workers = 1 if len(starts) > 1 else workers
+
+    def chunk_peaks(start: int) -> list[tuple[int, tuple[float, int, int]]]:
         idx = np.arange(start, min(direct, start + chunk))
         W = np.zeros((len(idx), config.channels + 1, Hh, Ww), np.float32)
         for j, th in enumerate(rotations[idx]):
@@ -153,12 +157,13 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
             wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
             W[j, :-1, :cs, :cs] = _channels(wi, wm, config.channels, config.structure_power)
             W[j, -1, :cs, :cs] = wm
-        G = sfft.rfft2(W, axes=(-2, -1), workers=workers)
+        G = sfft.rfft2(W, axes=(-2, -1), workers=fft_workers)
         del W
+        out = []
         for ids, spec, turned in ((idx, F0, False), (idx + direct, P0, True))[:1 if direct == n_rot else 2]:
             num = sfft.irfft2(_channel_products(spec[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
-                              workers=workers)
-            area = sfft.irfft2(spec[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
+                              workers=fft_workers)
+            area = sfft.irfft2(spec[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=fft_workers)
             bad = area < math.floor(need) + 0.5  # areas are pixel counts up to the FFT's round-off: <= need
             bad |= unscored[turned]
             num /= np.maximum(area, 1.0, out=area)
@@ -168,8 +173,13 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
                 best = float(num[j, ty, tx])
                 if turned:
                     ty, tx = (cs - 1 - ty) % Hh, (cs - 1 - tx) % Ww
-                peaks[ids[j]] = (best, ty, tx)
-        del G, num, area
+                out.append((int(ids[j]), (best, ty, tx)))
+        return out
+
+    peaks: list[tuple[float, int, int]] = [(-np.inf, 0, 0)] * n_rot  # per rotation: best score, shift (row, col)
+    for part in ordered_map(chunk_peaks, starts, workers):
+        for i, peak in part:
+            peaks[i] = peak
     return peaks
 
 
@@ -199,14 +209,16 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
         image0, mask0: optical image and validity mask.
         image1, mask1: SAR image and validity mask.
         config: the search settings.
-        workers: FFT threads (default: OpenCV's thread count, which the entry points set).
+        workers: threads: batches of rotations (and of rescored hypotheses) run side by side, each with its FFTs on
+            one thread (the same values as on one thread; default: :func:`osreg.runtime.thread_count`, which the
+            entry points set).
         near: rotations (degrees); only the rotations of the grid within one ``rotation_step`` of them or of their
             half turns are searched (None or empty: the full circle).
 
     Returns:
         up to ``config.candidates`` distinct hypotheses, best first (empty when nothing overlaps enough).
     """
-    workers = workers or max(1, cv2.getNumThreads())
+    workers = workers or thread_count()
     s0 = config.coarse_side / max(image0.shape)
     i0, m0, s0x = _resize(image0.astype(np.float32, copy=False), mask0, min(1.0, s0))
     m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
@@ -309,15 +321,17 @@ def _score(level: _Level, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypo
     Hh, Ww = level.shape
     size = level.size
     shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
-    chunk = max(1, int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)))
-    scores = []
-    for start in range(0, len(hyps), chunk):
+    chunk = max(1, min(int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)), math.ceil(len(hyps) / workers)))
+    starts = range(0, len(hyps), chunk)
+    fft_workers = 1 if len(starts) > 1 else workers
+    for hyp in hyps:  # the SAR at about the level's pixel size for each scale first (area averaging), then one warp
+        if hyp.scale not in pre:
+            pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, level.s0x * hyp.scale))
+
+    def chunk_scores(start: int) -> np.ndarray:
         part = hyps[start:start + chunk]
         stack = np.zeros((len(part), config.channels + 1, Hh, Ww), np.float32)
         for n, hyp in enumerate(part):
-            # the SAR at about the level's pixel size for this scale first (area averaging), then one warp
-            if hyp.scale not in pre:
-                pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, level.s0x * hyp.scale))
             i1, m1, s1x = pre[hyp.scale]
             M = scale_matrix(s1x) @ hyp.H @ L0i  # optical level px -> SAR level px
             wi = cv2.warpPerspective(i1, M @ shift, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
@@ -326,12 +340,13 @@ def _score(level: _Level, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypo
             wm = cv2.erode(wm, ERODE) > 0
             stack[n, :-1, :size[1], :size[0]] = _channels(wi, wm, config.channels, config.structure_power)
             stack[n, -1, :size[1], :size[0]] = wm
-        G = sfft.rfft2(stack, axes=(-2, -1), workers=workers)
+        G = sfft.rfft2(stack, axes=(-2, -1), workers=fft_workers)
         del stack
-        num = sfft.irfft2(_channel_products(F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=workers)
-        area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=workers)
-        scores.append(np.where(area > math.floor(level.need) + 0.5, num / np.maximum(area, 1.0), -np.inf))
-        del G, num, area
+        num = sfft.irfft2(_channel_products(F0[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1), workers=fft_workers)
+        area = sfft.irfft2(F0[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=fft_workers)
+        return np.where(area > math.floor(level.need) + 0.5, num / np.maximum(area, 1.0), -np.inf)
+
+    scores = list(ordered_map(chunk_scores, starts, workers))
     score = np.concatenate(scores)
     # shifts t in [-radius, radius]: optical (padded) px x meets warped px x + t
     window = np.concatenate([np.arange(0, radius + 1), np.arange(-radius, 0)])
@@ -360,23 +375,25 @@ def refine_hypothesis(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     then in rounds of shrinking steps (:data:`FINE_STEPS`: 2 degrees and 3 % down to 0.25 degrees and 0.4 %) the 9
     combinations of a turn and a rescaling about the optical image's centre (each with its best translation within 3
     level px), keeping the best when it scores higher. The optical side of the score is prepared once for all starts
-    (once per translation reach).
+    (once per translation reach); the starts are refined side by side on ``workers`` threads (default: all).
 
     Returns:
         (the refined transform, its score), or None when none can be scored (too little overlap).
     """
-    workers = workers or max(1, cv2.getNumThreads())
+    workers = workers or thread_count()
     cfg = replace(config, rescore_side=config.fine_side)
     wide, near = _level(image0, mask0, cfg, workers, radius), _level(image0, mask0, cfg, workers, 3)
     h, w = image0.shape
     c = np.array([(w - 1) / 2, (h - 1) / 2])
-    pre: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
-    refined = []
-    for H in starts:
+    pre: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}  # shared by the threads: the same values either way
+    # the starts side by side when there are several (each scores on one thread), else the one on every thread
+    inner = 1 if len(starts) > 1 else workers
+
+    def refine(H: np.ndarray) -> tuple[np.ndarray, float] | None:
         scale = float(np.sqrt(abs(np.linalg.det(H[:2, :2]))))
-        found = _score(wide, image1, mask1, [Hypothesis(H, 0.0, scale, 0.0)], cfg, workers, pre)
+        found = _score(wide, image1, mask1, [Hypothesis(H, 0.0, scale, 0.0)], cfg, inner, pre)
         if not found:
-            continue
+            return None
         best = found[0]
         for step, rel in FINE_STEPS:
             moves = []
@@ -386,10 +403,12 @@ def refine_hypothesis(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
                     P[:2, :2] = _turn(k, turn)
                     P[:2, 2] = c - P[:2, :2] @ c
                     moves.append(Hypothesis(best.H @ P, 0.0, scale * k, 0.0))
-            scored = _score(near, image1, mask1, moves, cfg, workers, pre)
+            scored = _score(near, image1, mask1, moves, cfg, inner, pre)
             if scored and scored[0].score > best.score:
                 best = scored[0]
-        refined.append((best.H, best.score))
+        return best.H, best.score
+
+    refined = [f for f in ordered_map(refine, starts, workers) if f is not None]
     return max(refined, key=lambda f: f[1]) if refined else None
 
 

@@ -13,15 +13,16 @@
 2. **Ranked hypotheses.** Each (rotation, scale) keeps its best translation; the best ``candidates`` distinct
    hypotheses (non-maximum suppression in rotation and scale) are kept with their scores and a peak margin (the
    best score over the best distinct other one).
-3. **Verification by the matcher.** The SAR is rectified into the optical frame by each hypothesis in turn (one
-   cubic warp of the input SAR; a hypothesis that is a pure translation of the identity only shifts it, without
-   resampling) and the wrapped matcher runs on the rectified pair at its working resolution. A homography fitted
-   to its matches is judged by the verdict's checks (inliers, residuals, coverage, and the sharpness of the dense
-   oriented-gradient agreement at the fit); trusted candidates rank first, then by inliers, and the search stops at
-   the first trusted candidate with ``accept_inliers`` inliers. When none has that many (the pair as given
-   included), the search runs again at the finer ``escalate_side`` level, turning the SAR only near the rotations of
-   the first level's hypotheses and their half turns, and its new hypotheses are verified too.
-   The chosen candidate's matches are mapped back to the input SAR's pixels.
+3. **Verification by the matcher.** The SAR is rectified into the optical frame by each hypothesis in turn (one cubic
+   warp of the input SAR; a hypothesis that is a pure translation of the identity only shifts it, without resampling)
+   and the wrapped matcher runs on the rectified pair at its working resolution. A homography fitted to its matches
+   is judged by the verdict's checks (inliers, residuals, coverage, and the sharpness of the dense oriented-gradient
+   agreement at the fit); trusted candidates rank first, then by inliers, and the search stops at the first trusted
+   candidate with ``accept_inliers`` inliers (a verifier that allows it, CFOG, verifies several candidates side by
+   side on the thread count set, ``--threads``, with the results of one thread). When none has that many (the pair as
+   given included), the search runs again at the finer ``escalate_side`` level, turning the SAR only near the
+   rotations of the first level's hypotheses and their half turns, and its new hypotheses are verified too. The
+   chosen candidate's matches are mapped back to the input SAR's pixels.
 4. **Final pass.** The chosen hypothesis and its matches' fit are refined by the dense score (``fine_side``), and the
    matcher matches once more on the better of the two with its reach shortened (``final_reach``). That pass is the
    answer unless the earlier pass was trusted and it is not; an earlier pass trusted without being confirmed (fewer
@@ -35,6 +36,7 @@ score alike at the coarse level: the verification, at full resolution, tells the
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Callable
 
 import cv2
@@ -51,6 +53,7 @@ from osreg.matchers.coarse_search import (
     search_hypotheses,
 )
 from osreg.matchers.global_search_config import GlobalSearchConfig
+from osreg.runtime import ordered_map, thread_count
 from osreg.types import MatchResult
 from osreg.verdict import judge
 
@@ -113,6 +116,7 @@ class GlobalSearchStage(Stage):
         """The verified candidate the search chooses (None when none can be fitted) and its rank ("as given": the
         pair as given); ``verifier``: the matcher that verifies (the wrapped one or CFOG)."""
         run = verifier.bind_reference(image0, mask0)
+        workers = thread_count() if verifier.concurrent else 1  # verifications side by side
         # the pair as given first: images of one place are often nearly aligned already, and then the matcher's
         # own result is kept as it is (no resampling, no search)
         best = self._verify(image0, mask0, image1, mask1, None, run)
@@ -126,7 +130,8 @@ class GlobalSearchStage(Stage):
         if len(hyps) > 1:
             info["peak_margin"] = round(hyps[0].score / max(hyps[1].score, 1e-6), 4)
         info["hypotheses_verified"] = 0
-        best, chosen = self._verify_ranked(image0, mask0, image1, mask1, hyps, 0, best, chosen, info, run, tried)
+        best, chosen = self._verify_ranked(image0, mask0, image1, mask1, hyps, 0, best, chosen, info, run, tried,
+                                           workers)
         if self.config.escalate_side > self.config.coarse_side and not self._strong(best):
             # nothing confirmed with accept_inliers inliers, not even the pair as given (which the verdict may trust
             # with fewer): the right hypothesis may not be among the coarse level's best; search at a finer level
@@ -136,7 +141,7 @@ class GlobalSearchStage(Stage):
             more = [h for h in more if not any(same_place(h.H, g.H, image0.shape) for g in hyps)]
             info["escalated_candidates"] = hypothesis_summary(more)
             best, chosen = self._verify_ranked(image0, mask0, image1, mask1, more, len(hyps), best, chosen, info,
-                                               run, tried)
+                                               run, tried, workers)
         info["chosen"] = chosen
         if best is None:
             return None, None
@@ -180,8 +185,12 @@ class GlobalSearchStage(Stage):
         # anyway; a wrong place can pass its checks where a right one fails them)
         alternatives = self._alternatives(tried, starts, image0.shape)
         info["final_alternatives"] = len(alternatives)
-        for n, (_, _, Fa, Wa) in enumerate(alternatives, start=1):
-            out = self._final_pass(image0, mask0, image1, mask1, [Wa, Wa @ Fa], run)
+        # side by side when the verifier allows it, each then on one thread
+        workers = min(thread_count(), len(alternatives)) if short.concurrent else 1
+        inner = 1 if workers > 1 else None
+        outs = ordered_map(lambda a: self._final_pass(image0, mask0, image1, mask1, [a[3], a[3] @ a[2]], run, inner),
+                           alternatives, workers)
+        for n, out in enumerate(outs, start=1):
             if out is not None and out[0][1] >= ALTERNATIVE_GAIN * max(key[1], 1):
                 key, res, F, W = out
                 info["final_alternative"] = n
@@ -205,12 +214,14 @@ class GlobalSearchStage(Stage):
                 places += own
         return out
 
-    def _final_pass(self, image0, mask0, image1, mask1, starts: list[np.ndarray], run: Callable) -> tuple | None:
+    def _final_pass(self, image0, mask0, image1, mask1, starts: list[np.ndarray], run: Callable,
+                    workers: int | None = None) -> tuple | None:
         """The best scoring of the rectifications ``starts`` (a candidate's hypothesis and its matches' fit: where local
         matches are mostly wrong, the fit can drift further from the truth than the hypothesis was), each refined by
         the dense score (:func:`refine_hypothesis`), matched by ``run`` (the verifier with ``final_reach``, bound to
-        the optical image). Returns what :meth:`_verify` returns, or None."""
-        fine = refine_hypothesis(image0, mask0, image1, mask1, starts, self.config)
+        the optical image), the refinement on ``workers`` threads (None: all). Returns what :meth:`_verify` returns,
+        or None."""
+        fine = refine_hypothesis(image0, mask0, image1, mask1, starts, self.config, workers)
         if fine is None:
             return None
         return self._verify(image0, mask0, image1, mask1, fine[0], run)
@@ -224,21 +235,23 @@ class GlobalSearchStage(Stage):
         return best is not None and bool(best[0][0]) and (chosen == "as given" or self._strong(best))
 
     def _verify_ranked(self, image0, mask0, image1, mask1, hyps: list[Hypothesis], first: int, best: tuple | None,
-                       chosen: int | str | None, info: dict, run: Callable, tried: list[tuple]
+                       chosen: int | str | None, info: dict, run: Callable, tried: list[tuple], workers: int
                        ) -> tuple[tuple | None, int | str | None]:
         """Verify ``hyps`` best first (their ranks counted from ``first``), stopping at the first one trusted with
         ``accept_inliers`` inliers; returns the best of them and ``best`` with its rank, and adds every verified
-        candidate to ``tried``."""
-        for rank, hyp in enumerate(hyps, start=first):
-            info["hypotheses_verified"] = rank + 1
-            out = self._verify(image0, mask0, image1, mask1, hyp.H, run)
-            if out is None:
-                continue
-            tried.append(out)
-            if best is None or out[0] > best[0]:
-                best, chosen = out, rank
-            if self._strong(out):
-                break
+        candidate to ``tried``. Up to ``workers`` run side by side, with the results of a serial run (at most
+        ``workers - 1`` more are verified than it would verify)."""
+        outs = ordered_map(lambda hyp: self._verify(image0, mask0, image1, mask1, hyp.H, run), hyps, workers)
+        with closing(outs):
+            for rank, out in enumerate(outs, start=first):
+                info["hypotheses_verified"] = rank + 1
+                if out is None:
+                    continue
+                tried.append(out)
+                if best is None or out[0] > best[0]:
+                    best, chosen = out, rank
+                if self._strong(out):
+                    break
         return best, chosen
 
     def _with_verifier(self, image0, mask0, image1, mask1, info: dict) -> tuple | None:
