@@ -6,7 +6,7 @@ import os
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Sized, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,12 +33,12 @@ def thread_count() -> int:
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``fn`` over ``items``, the results in the order of ``items``, on up to ``workers`` threads (numpy, SciPy's FFT
-    and OpenCV release the GIL in their heavy parts); serial with one worker. Lazily: a consumer that stops early
-    leaves the rest unstarted (with threads, at most ``workers - 1`` more than it took have run). The results are
-    those of a serial run, for any ``fn`` whose calls do not depend on each other; the first failure is raised
-    where a serial run would raise it."""
-    if workers <= 1:
+    """``fn`` over ``items``, the results in the order of ``items``, on up to ``workers`` threads (numpy, SciPy's
+    FFT and OpenCV release the GIL in their heavy parts); serial with one worker or one item. Lazily: a consumer
+    that stops early leaves the rest unstarted (with threads, at most ``workers - 1`` more than it took have run).
+    The results are those of a serial run, for any ``fn`` whose calls do not depend on each other; the first failure
+    is raised where a serial run would raise it."""
+    if workers <= 1 or (isinstance(items, Sized) and len(items) <= 1):
         yield from map(fn, items)
         return
     with ThreadPoolExecutor(workers) as pool:
