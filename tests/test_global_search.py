@@ -151,17 +151,24 @@ def test_the_coarse_descriptor_weights_pixels_by_their_structure():
     assert np.abs(_channels(img, ~mask, 6, 0.5)).max() == 0  # no-data describes to 0
 
 
-def test_cfog_wrapped_in_the_global_search_registers_a_turned_and_scaled_pair():
+def test_cfog_wrapped_in_the_global_search_registers_a_turned_and_scaled_pair(caplog):
     """Turned by 137 degrees and scaled by 1.4 (resampled): within 3 px, the bound of the same case for TAR (measured
-    2.2 px after one refinement pass; the pair's own alignment is ~1 px)."""
+    2.2 px after one refinement pass; the pair's own alignment is ~1 px). The search says what it chose in one log
+    line (INFO)."""
     opt, sar, mask, D = demo_rotated_case(137.0, 1.4)
     assert fit_error(CFOGMatcher().match(opt, sar, None, mask), D) > 20  # CFOG alone is blind to rotation
-    res = GlobalSearchStage(CFOGMatcher()).match(opt, sar, None, mask)
+    with caplog.at_level("INFO", logger="osreg.matchers.global_search"):
+        res = GlobalSearchStage(CFOGMatcher()).match(opt, sar, None, mask)
     info = res.info["search"]
     assert info["kind"] == "global" and info["chosen"] == 0 and len(info["candidates"]) >= 1
     assert info["refine_passes"] == 1 and info["confirmed"] is True
     assert "escalated_candidates" not in info  # confirmed at the first level: no finer search
     assert fit_error(res, D) < 3.0
+    best = info["candidates"][0]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"global search: chose rotation {best['rotation']:.1f} deg, scale {best['scale']:.3f} (hypothesis 1), "
+        f"confirmed; hypotheses verified: {info['hypotheses_verified']}; {info['seconds']:.1f} s"]
+    assert min(abs(best["rotation"] - 223), abs(best["rotation"] - 43)) <= 5  # OpenCV's 137 degrees is the search's 223
 
 
 def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
@@ -231,6 +238,24 @@ def test_an_unconfirmed_search_escalates_to_a_finer_level(monkeypatch):
         res = GlobalSearchStage(CFOGMatcher(), GlobalSearchConfig(escalate_side=escalate, **fast)).match(
             opt, sar, None, mask)
         assert levels == [(64, 128, None)] and res.info["search"]["confirmed"] is False
+
+
+def test_the_search_summary_names_the_choice_its_level_and_whether_it_was_confirmed():
+    from osreg.matchers.global_search import search_summary
+
+    first = [{"rotation": 10.0, "scale": 1.0, "score": 0.1}, {"rotation": 190.0, "scale": 0.5, "score": 0.09}]
+    escalated = [{"rotation": 35.0, "scale": 0.7071, "score": 0.05}]
+    assert search_summary({"chosen": "as given", "confirmed": True, "hypotheses_verified": 0, "seconds": 0.42}) == (
+        "kept the pair as given, confirmed; hypotheses verified: 0; 0.4 s")
+    assert search_summary({"chosen": 2, "candidates": first, "escalated_candidates": escalated, "confirmed": False,
+                           "hypotheses_verified": 3, "seconds": 7.25}) == (
+        "chose rotation 35.0 deg, scale 0.707 (hypothesis 3, escalated level), not confirmed; hypotheses verified: 3 "
+        "(escalated); 7.2 s")
+    assert search_summary({"chosen": 1, "candidates": first, "confirmed": True, "hypotheses_verified": 2,
+                           "seconds": 1.0}) == (
+        "chose rotation 190.0 deg, scale 0.500 (hypothesis 2), confirmed; hypotheses verified: 2; 1.0 s")
+    assert search_summary({"chosen": None, "candidates": [], "hypotheses_verified": 0, "seconds": 0.1}) == (
+        "found nothing to fit, not confirmed; hypotheses verified: 0; 0.1 s")
 
 
 def test_a_search_near_given_rotations_scores_them_as_the_full_circle_does(monkeypatch):
@@ -303,8 +328,10 @@ def test_the_pair_as_given_is_kept_when_the_matcher_trusts_it():
     opt, sar, mask, D = demo_rotated_case(0.0, 1.0)
     plain = CFOGMatcher().match(opt, sar, None, mask)
     res = GlobalSearchStage(CFOGMatcher()).match(opt, sar, None, mask)
+    seconds = res.info["search"].pop("seconds")
     assert res.info["search"] == {"kind": "global", "chosen": "as given", "hypotheses_verified": 0,
                                   "confirmed": True, "accept_inliers": 40, "verifier": "self"}
+    assert 0 < seconds < 60
     np.testing.assert_array_equal(res.keypoints0, plain.keypoints0)
     np.testing.assert_array_equal(res.keypoints1, plain.keypoints1)
 
@@ -730,7 +757,7 @@ def test_the_search_on_two_threads_gives_the_one_thread_result(monkeypatch):
     info = one.info["search"]
     assert info["confirmed"] is False and info["final_alternatives"] == 2 and len(info["escalated_candidates"]) >= 1
     assert info["hypotheses_verified"] == len(info["candidates"]) + len(info["escalated_candidates"])
-    assert two.info["search"] == info
+    assert {**two.info["search"], "seconds": 0} == {**info, "seconds": 0}  # the same but for the time taken
     for a, b in ((one.keypoints0, two.keypoints0), (one.keypoints1, two.keypoints1), (one.confidence, two.confidence)):
         np.testing.assert_array_equal(a, b)
     assert len(one) > 0

@@ -36,6 +36,8 @@ score alike at the coarse level: the verification, at full resolution, tells the
 
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import closing
 from typing import Callable
 
@@ -58,6 +60,8 @@ from osreg.types import MatchResult
 from osreg.verdict import judge
 
 __all__ = ["GlobalSearchConfig", "GlobalSearchStage"]
+
+logger = logging.getLogger(__name__)
 
 ALTERNATIVE_GAIN = 1.5  # an alternative's final pass replaces an unconfirmed answer with this many times its inliers
 
@@ -127,6 +131,8 @@ class GlobalSearchStage(Stage):
             return best, chosen
         hyps = search_hypotheses(image0, mask0, image1, mask1, self.config)
         info["candidates"] = hypothesis_summary(hyps)
+        logger.debug("global search: the pair as given is not confirmed; %d hypotheses at %d px%s", len(hyps),
+                     self.config.coarse_side, f", the best {info['candidates'][0]}" if hyps else "")
         if len(hyps) > 1:
             info["peak_margin"] = round(hyps[0].score / max(hyps[1].score, 1e-6), 4)
         info["hypotheses_verified"] = 0
@@ -140,6 +146,8 @@ class GlobalSearchStage(Stage):
                                      near=None if self.config.escalate_full_circle else [h.rotation for h in hyps])
             more = [h for h in more if not any(same_place(h.H, g.H, image0.shape) for g in hyps)]
             info["escalated_candidates"] = hypothesis_summary(more)
+            logger.debug("global search: none of %d hypotheses confirmed; %d more at %d px", len(hyps), len(more),
+                         self.config.escalate_side)
             best, chosen = self._verify_ranked(image0, mask0, image1, mask1, more, len(hyps), best, chosen, info,
                                                run, tried, workers)
         info["chosen"] = chosen
@@ -288,12 +296,34 @@ class GlobalSearchStage(Stage):
         mask1 = np.ones(image1.shape, bool) if mask1 is None else mask1
         info: dict = {"kind": "global", "accept_inliers": self.config.accept_inliers,
                       "verifier": self.config.verifier}
+        start = time.perf_counter()
         if self._verifier is self.inner:
             best, chosen = self._choose(image0, mask0, image1, mask1, info, self.inner)
         else:
             best = self._with_verifier(image0, mask0, image1, mask1, info)
+        info["seconds"] = round(time.perf_counter() - start, 3)
+        logger.info("global search: %s", search_summary(info))
         if best is None:
             return MatchResult.empty(search=info)
         key, res, F, W = best
         k1 = apply_transform(W, res.keypoints1) if len(res) else res.keypoints1
         return MatchResult(res.keypoints0, k1, res.confidence, {**res.info, "search": info})
+
+
+def search_summary(info: dict) -> str:
+    """One line on what a global search did, from its account (``MatchResult.info["search"]``)."""
+    chosen = info.get("chosen")
+    if chosen == "as given":
+        what = "kept the pair as given"
+    elif isinstance(chosen, int):
+        first = info.get("candidates", [])
+        cands = first + info.get("escalated_candidates", [])
+        level = "" if chosen < len(first) else ", escalated level"
+        h = cands[chosen] if chosen < len(cands) else {}
+        what = (f"chose rotation {h.get('rotation', float('nan')):.1f} deg, scale {h.get('scale', float('nan')):.3f} "
+                f"(hypothesis {chosen + 1}{level})")
+    else:
+        what = "found nothing to fit"
+    confirmed = "confirmed" if info.get("confirmed") else "not confirmed"
+    return (f"{what}, {confirmed}; hypotheses verified: {info.get('hypotheses_verified', 0)}"
+            f"{' (escalated)' if 'escalated_candidates' in info else ''}; {info.get('seconds', 0.0):.1f} s")
