@@ -200,6 +200,13 @@ def test_benchmark_end_to_end(shared_data, tmp_path):
     for r in rows:
         checks = r["failed_checks"].split(";") if r["failed_checks"] else []
         assert (r["verdict"] == "good") == (checks == []) and set(checks) <= set(CHECKS)
+    # the global search's account (CFOG's default search; SIFT runs without a search here: empty)
+    for r in rows:
+        if r["method"] == cfog:
+            assert int(r["hypotheses_verified"]) >= 0 and r["search_confirmed"] in ("True", "False")
+            assert 0 < float(r["search_s"]) <= float(r["time_s"])
+        else:
+            assert r["hypotheses_verified"] == r["search_confirmed"] == r["search_s"] == ""
     summary = json.loads(open(written["summary_json"]).read())
     assert set(summary["summary"]) == {"sift/aligned", "sift/large-deformation", f"{cfog}/aligned",
                                        f"{cfog}/large-deformation"}

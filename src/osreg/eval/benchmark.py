@@ -163,6 +163,11 @@ def _run_pair(cfg: BenchmarkConfig, dataset: str, name: str, protocol: str) -> d
     row["inliers"] = res.estimate.n_inliers
     search = res.matches.info.get("search", {})
     row["hypotheses_scored"] = search.get("hypotheses_scored", "")  # with the search stage only
+    # with the global search only: its candidates verified, whether it confirmed its choice, its seconds
+    global_search = search.get("kind") == "global"
+    for col, key in (("hypotheses_verified", "hypotheses_verified"), ("search_confirmed", "confirmed"),
+                     ("search_s", "seconds")):
+        row[col] = search.get(key, "") if global_search else ""
     row["template_refine"] = res.refine_report.get("template_refine", "")  # with the template refinement only
     row["template_correction_px"] = res.refine_report.get("template_correction_px", "")
     row.update(pair_metrics(res.matches, res.estimate, pp.gt, pp.img0.shape[1], pp.img0.shape[0]))
