@@ -40,8 +40,7 @@ def test_ordered_map_leaves_the_rest_unstarted_when_the_consumer_stops():
         for n in gen:
             if n == 4:
                 break
-        gen.close()
-        time.sleep(0.05)
+        gen.close()  # waits for the items already running
         assert sorted(started) == list(range(len(started)))
         assert 5 <= len(started) <= 5 + workers - 1, (workers, started)
 
