@@ -146,6 +146,18 @@ def read_inputs(optical_path: str, sar_path: str, config: RegisterConfig = Regis
     return optical, sar
 
 
+def mask_borders(optical: Raster, sar: Raster, config: RegisterConfig = RegisterConfig()
+                 ) -> tuple[Raster, Raster, dict[str, int]]:
+    """Both inputs with their edge-connected exact-zero borders masked when ``config.mask_borders`` (inputs that
+    declare no nodata; :func:`osreg.io.validity.mask_edge_borders`), and the pixels masked per input (empty when
+    off)."""
+    masked: dict[str, int] = {}
+    if config.mask_borders:
+        optical, masked["optical"] = mask_edge_borders(optical, "optical")
+        sar, masked["sar"] = mask_edge_borders(sar, "SAR")
+    return optical, sar, masked
+
+
 def run_registration(
     optical_path: str,
     sar_path: str,
@@ -186,10 +198,7 @@ def register_rasters(
     method, min_size = config.method.name, matcher.min_size
     check_band_count(optical, "optical", method)
     check_band_count(sar, "SAR", method)
-    masked: dict[str, int] = {}
-    if config.mask_borders:
-        optical, masked["optical"] = mask_edge_borders(optical, "optical")
-        sar, masked["sar"] = mask_edge_borders(sar, "SAR")
+    optical, sar, masked = mask_borders(optical, sar, config)
     check_usable(optical, "optical", method, min_size)
     check_usable(sar, "SAR", method, min_size)
     mapping = None

@@ -19,6 +19,7 @@ from scipy import fft as sfft
 
 from osreg.descriptors import oriented_gradient_channels
 from osreg.matchers.base import Matcher
+from osreg.runtime import thread_count
 from osreg.types import MatchResult
 
 MIN_GRID_STEP = 8  # px: closer templates of 48 px would mostly repeat each other
@@ -151,7 +152,7 @@ class _TemplateBank:
         """``(C, P, size, size // 2 + 1)`` conjugate spectra and ``(P,)`` squared norms of the templates centred on
         ``pts`` (the templates gathered once for both)."""
         tmpl = self._templates(pts)
-        workers = max(1, cv2.getNumThreads())
+        workers = thread_count()
         ft = sfft.rfft2(tmpl, s=(self.size, self.size), axes=(-2, -1), workers=workers)
         return np.conjugate(ft, out=ft), np.einsum("cpyx,cpyx->p", tmpl, tmpl)
 
@@ -172,7 +173,7 @@ class _TemplateBank:
         if len(pts) == 0:
             return MatchResult.empty(n_templates=0)
         n_shift = 2 * r + 1
-        workers = max(1, cv2.getNumThreads())  # the thread count the CLI / benchmark set (--threads)
+        workers = thread_count()  # the thread count the CLI / benchmark set (--threads)
         chunk = self._chunk()
         parts = []
         for i in range(0, len(pts), chunk):

@@ -31,7 +31,6 @@ import torch
 from osreg.errors import InputError
 from osreg.geometry import translation
 from osreg.io.raster import read_raster
-from osreg.io.validity import mask_edge_borders
 from osreg.preprocess import PreprocessConfig, prepare_optical, prepare_sar
 
 VAL_FRACTION = 0.15
@@ -122,13 +121,12 @@ def load_registered(reports: list[str] | tuple[str, ...], min_side: int) -> list
 def _read_as_registered(names: tuple[str, str], config: dict) -> tuple:
     """The optical and SAR rasters of a registration, with the bands and border masking its config chose (the
     preprocessing is the training's own, as for every pair)."""
-    from osreg.pipeline import RegisterConfig, read_inputs
+    from osreg.pipeline import RegisterConfig, mask_borders, read_inputs
 
     bands = config.get("optical_bands")
-    optical, sar = read_inputs(*names, RegisterConfig(optical_bands=tuple(bands) if bands else None,
-                                                      sar_band=config.get("sar_band")))
-    if config.get("mask_borders", True):
-        optical, sar = mask_edge_borders(optical, "optical")[0], mask_edge_borders(sar, "SAR")[0]
+    used = RegisterConfig(optical_bands=tuple(bands) if bands else None, sar_band=config.get("sar_band"),
+                          mask_borders=config.get("mask_borders", True))
+    optical, sar, _ = mask_borders(*read_inputs(*names, used), used)
     return optical, sar
 
 

@@ -9,10 +9,8 @@ decides there is none.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -21,6 +19,7 @@ from osreg.matchers.checkpoint import load_state, read_trained
 from osreg.matchers.cstf.config import INFERENCE_FIELDS, CSTFConfig
 from osreg.matchers.cstf.keypoints import detect
 from osreg.matchers.cstf.model import CSTFNet, decode, encoder_input
+from osreg.runtime import ordered_map, thread_count
 from osreg.types import MatchResult
 
 logger = logging.getLogger(__name__)
@@ -46,11 +45,7 @@ def match_pair(model: CSTFNet, img0: np.ndarray, img1: np.ndarray, mask0: np.nda
     cfg = model.cfg
     n = max_keypoints or cfg.max_keypoints
     jobs = ((img0, mask0, n, cfg.keypoint_scales), (img1, mask1, 2 * n, cfg.keypoint_scales))
-    if cv2.getNumThreads() > 1:  # OpenCV and numpy release the GIL: the two detections run side by side
-        with ThreadPoolExecutor(2) as pool:
-            kp0, kp1 = pool.map(lambda job: detect(*job), jobs)
-    else:
-        kp0, kp1 = (detect(*job) for job in jobs)
+    kp0, kp1 = ordered_map(lambda job: detect(*job), jobs, thread_count())  # the two detections side by side
     info = {"keypoints0": len(kp0), "keypoints1": len(kp1)}
     if len(kp0) == 0:
         return MatchResult.empty(**info)
