@@ -180,7 +180,14 @@ class GlobalSearchStage(Stage):
         key, res, F, W = best
         run = short.bind_reference(image0, mask0)  # the optical side once for every final pass
         starts = [hypothesis, W @ F]
-        out = self._final_pass(image0, mask0, image1, mask1, starts, run)
+        # when nothing is confirmed, the best ranked other candidates, each at a place no final pass started from,
+        # get one too, side by side with the chosen one's when the verifier allows it (each then on one thread)
+        alternatives = [] if info["confirmed"] else self._alternatives(tried, starts, image0.shape)
+        passes = [starts] + [[a[3], a[3] @ a[2]] for a in alternatives]
+        workers = min(thread_count(), len(passes)) if short.concurrent else 1
+        inner = 1 if workers > 1 else None
+        out, *others = ordered_map(lambda s: self._final_pass(image0, mask0, image1, mask1, s, run, inner), passes,
+                                   workers)
         # kept unless the earlier pass was trusted and this one is not; an unconfirmed earlier pass (trusted with
         # fewer than accept_inliers inliers: the verdict refuses it anyway) yields to more inliers
         info["final_pass"] = out is not None and (out[0][0] >= key[0] or (not info["confirmed"] and out[0][1] > key[1]))
@@ -188,17 +195,10 @@ class GlobalSearchStage(Stage):
             key, res, F, W = out
         if info["confirmed"]:
             return key, res, F, W
-        # the best ranked other candidates, each at a place no final pass started from, get one too; one replaces the
-        # answer with ALTERNATIVE_GAIN times its inliers, trusted or not (the verdict refuses an unconfirmed result
-        # anyway; a wrong place can pass its checks where a right one fails them)
-        alternatives = self._alternatives(tried, starts, image0.shape)
         info["final_alternatives"] = len(alternatives)
-        # side by side when the verifier allows it, each then on one thread
-        workers = min(thread_count(), len(alternatives)) if short.concurrent else 1
-        inner = 1 if workers > 1 else None
-        outs = ordered_map(lambda a: self._final_pass(image0, mask0, image1, mask1, [a[3], a[3] @ a[2]], run, inner),
-                           alternatives, workers)
-        for n, out in enumerate(outs, start=1):
+        # an alternative replaces the answer with ALTERNATIVE_GAIN times its inliers, trusted or not (the verdict
+        # refuses an unconfirmed result anyway; a wrong place can pass its checks where a right one fails them)
+        for n, out in enumerate(others, start=1):
             if out is not None and out[0][1] >= ALTERNATIVE_GAIN * max(key[1], 1):
                 key, res, F, W = out
                 info["final_alternative"] = n
