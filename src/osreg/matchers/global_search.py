@@ -27,8 +27,9 @@
    matcher matches once more on the better of the two with its reach shortened (``final_reach``). That pass is the
    answer unless the earlier pass was trusted and it is not; an earlier pass trusted without being confirmed (fewer
    than ``accept_inliers`` inliers) yields to more inliers. When nothing is confirmed, the best ranked verified
-   candidates at other places get a final pass too (``final_alternatives``); one with 1.5 times the answer's inliers
-   replaces it. A final pass the verdict trusts with ``final_confirm_inliers`` inliers confirms the search.
+   candidates at other places get a final pass too (``final_alternatives``; side by side with the chosen one's when
+   the verifier allows it); one with 1.5 times the answer's inliers replaces it. A final pass the verdict trusts
+   with ``final_confirm_inliers`` inliers confirms the search.
 
 Scene structure is often nearly symmetric under a half turn, so the right hypothesis and its 180-degree twin can
 score alike at the coarse level: the verification, at full resolution, tells them apart.
