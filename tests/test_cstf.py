@@ -22,7 +22,7 @@ from osreg.matchers.cstf.matcher import load_cstf, match_pair
 from osreg.matchers.cstf.model import CSTFNet, decode
 from osreg.pipeline import read_inputs
 from osreg.preprocess import prepare_optical, prepare_sar
-from osreg.train.common import TrainConfig
+from osreg.train.common import TrainConfig, lr_factor
 from osreg.train.data import TrainPair
 
 
@@ -198,6 +198,9 @@ def test_a_short_training_run_lowers_the_loss_and_resumes(tmp_path):
     train(None, str(tmp_path / "run"), more, resume=True, threads=1, pairs=(pairs, pairs))
     hist = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["step"] for h in hist] == list(range(1, 34))
+    # the schedule follows the step, over the run's steps at the time (30, then 33 once extended)
+    want = [1e-2 * lr_factor(s, 30) for s in range(30)] + [1e-2 * lr_factor(s, 33) for s in range(30, 33)]
+    assert [h["lr"] for h in hist] == pytest.approx(want, rel=1e-12)
     assert torch.load(last, weights_only=True)["step"] == 33
 
 

@@ -154,7 +154,6 @@ def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Modu
     trainable.to(device)
     params = [p for p in trainable.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, cfg.steps))
     history: list[dict] = []
     step = 0
     last = run / "last.pt"
@@ -163,7 +162,6 @@ def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Modu
         load_state(trainable, ck[state_key], last, "training")
         trainable.to(device)
         optim.load_state_dict(ck["optimizer"])
-        sched.last_epoch = ck["step"]
         step, history = ck["step"], ck["history"]
         logger.info("resumed from %s at step %d", last, step)
     vrng = np.random.default_rng(12345)
@@ -176,15 +174,19 @@ def run_training(run_dir: str | Path, cfg: TrainConfig, trainable: torch.nn.Modu
     t0 = time.time()
     while step < cfg.steps:
         strength = min(1.0, 0.25 + 0.75 * step / max(cfg.curriculum * cfg.steps, 1))
+        # the learning rate comes from the step itself: a resumed or extended run continues the schedule, and a step
+        # whose batch has nothing to learn from still advances it
+        lr = cfg.lr * lr_factor(step, cfg.steps)
+        for group in optim.param_groups:
+            group["lr"] = lr
         parts = losses(to_device(make_batch(train_pairs, rng, cfg.batch, cfg.augment, strength), device), gen)
         optim.zero_grad()
         if parts["loss"].requires_grad:  # not when a batch has nothing to learn from (no trusted fine truth)
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optim.step()
-        sched.step()
         step += 1
-        rec = {"step": step, **{k: v.item() for k, v in parts.items()}, "lr": sched.get_last_lr()[0],
+        rec = {"step": step, **{k: v.item() for k, v in parts.items()}, "lr": lr,
                "elapsed_s": time.time() - t0}
         if val_batches and (step % cfg.val_every == 0 or step == cfg.steps):
             trainable.eval()
