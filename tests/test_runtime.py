@@ -45,6 +45,23 @@ def test_ordered_map_leaves_the_rest_unstarted_when_the_consumer_stops():
         assert 5 <= len(started) <= 5 + workers - 1, (workers, started)
 
 
+def test_ordered_map_ahead_keeps_the_threads_busy_behind_a_slow_first_item():
+    """The first item waits for the last one: with the default look-ahead (the workers) the last is only handed out
+    after the first returns, so the first gives up; handing all out ahead lets the second thread run it meanwhile."""
+    for ahead, last_ran_first in ((None, False), (8, True)):
+        last_ran = threading.Event()
+
+        def wait_for_last(n):
+            if n == 0:
+                return last_ran.wait(timeout=5.0 if last_ran_first else 0.2)
+            if n == 7:
+                last_ran.set()
+            return n
+
+        out = list(ordered_map(wait_for_last, range(8), 2, ahead=ahead))
+        assert out == [last_ran_first, *range(1, 8)], ahead
+
+
 def test_ordered_map_raises_the_first_failure_in_order():
     def fail_at_3(n):
         if n == 3:

@@ -32,12 +32,13 @@ def thread_count() -> int:
     return max(1, cv2.getNumThreads())
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int | None = None) -> Iterator[R]:
     """``fn`` over ``items``, the results in the order of ``items``, on up to ``workers`` threads (numpy, SciPy's
     FFT and OpenCV release the GIL in their heavy parts); serial with one worker or one item. Lazily: a consumer
-    that stops early leaves the rest unstarted (with threads, at most ``workers - 1`` more than it took have run).
-    The results are those of a serial run, for any ``fn`` whose calls do not depend on each other; the first failure
-    is raised where a serial run would raise it."""
+    that stops early leaves the rest unstarted (with threads, at most ``workers - 1`` more than it took have run;
+    ``ahead - 1`` with ``ahead``, the items handed to the threads before the oldest one's result is taken: more than
+    ``workers`` keeps every thread busy behind a slow item). The results are those of a serial run, for any ``fn``
+    whose calls do not depend on each other; the first failure is raised where a serial run would raise it."""
     if workers <= 1 or (isinstance(items, Sized) and len(items) <= 1):
         yield from map(fn, items)
         return
@@ -46,7 +47,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))
-                if len(pending) >= workers:
+                if len(pending) >= max(workers, ahead or 0):
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()

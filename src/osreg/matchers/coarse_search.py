@@ -209,8 +209,8 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
         image0, mask0: optical image and validity mask.
         image1, mask1: SAR image and validity mask.
         config: the search settings.
-        workers: threads: batches of rotations (and of rescored hypotheses) run side by side, each with its FFTs on
-            one thread (the same values as on one thread; default: :func:`osreg.runtime.thread_count`, which the
+        workers: threads: the scales (and the batches of rescored hypotheses) run side by side, each with its FFTs
+            on one thread (the same values as on one thread; default: :func:`osreg.runtime.thread_count`, which the
             entry points set).
         near: rotations (degrees); only the rotations of the grid within one ``rotation_step`` of them or of their
             half turns are searched (None or empty: the full circle).
@@ -229,15 +229,17 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     if need <= 0:
         return []
     rotations, half_turn = _rotations_near(config, near)
-    found: list[tuple[float, float, float, np.ndarray]] = []
-    resized: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
-    for sc in config.scales():
-        # the SAR at the coarse level's pixel size, already reduced by the scale when it is larger than 1 (so that
-        # the warp below never shrinks it by more than a rotation needs); every scale <= 1 shares one resize
-        f = min(1.0, s0x * min(1.0, 1.0 / sc))
-        if f not in resized:
-            resized[f] = _resize(image1.astype(np.float32, copy=False), mask1, f)
-        i1, m1, s1x = resized[f]
+    scales = config.scales()
+    # the SAR at the coarse level's pixel size, already reduced by the scale when it is larger than 1 (so that the
+    # warp below never shrinks it by more than a rotation needs); every scale <= 1 shares one resize
+    factors = [min(1.0, s0x * min(1.0, 1.0 / sc)) for sc in scales]
+    resized = {f: _resize(image1.astype(np.float32, copy=False), mask1, f) for f in dict.fromkeys(factors)}
+    # the scales side by side, each on one thread (the same values: every rotation's FFTs are its own)
+    inner = 1 if workers > 1 and len(scales) > 1 else workers
+
+    def scale_peaks(n: int) -> list[tuple[float, float, float, np.ndarray]]:
+        sc = scales[n]
+        i1, m1, s1x = resized[factors[n]]
         k = s0x / (s1x * sc)  # SAR level px -> optical level px
         h1, w1 = i1.shape
         c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
@@ -247,8 +249,9 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
         pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
         pad0[:-1, :h0, :w0] = A0
         pad0[-1, :h0, :w0] = M0
-        P0 = sfft.rfft2(pad0, axes=(-2, -1), workers=workers)
-        peaks = _rotation_peaks(P0, i1, m1, k, r, (Hh, Ww), rotations, config, need, workers, (h0, w0), half_turn)
+        P0 = sfft.rfft2(pad0, axes=(-2, -1), workers=inner)
+        peaks = _rotation_peaks(P0, i1, m1, k, r, (Hh, Ww), rotations, config, need, inner, (h0, w0), half_turn)
+        out = []
         for th, (best, ty, tx) in zip(rotations, peaks):
             if not np.isfinite(best):
                 continue
@@ -260,7 +263,10 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
             H[:2, :2] = Bi
             H[:2, 2] = Bi @ (np.array([tx, ty], float) - r) + c1
             H = np.linalg.inv(scale_matrix(s1x)) @ H @ scale_matrix(s0x)
-            found.append((best, float(th), float(sc), H))
+            out.append((best, float(th), float(sc), H))
+        return out
+
+    found = [f for part in ordered_map(scale_peaks, range(len(scales)), workers, ahead=len(scales)) for f in part]
     found.sort(key=lambda f: -f[0])
     step = 360.0 / len(config.rotations())
     kept: list[Hypothesis] = []
