@@ -66,6 +66,13 @@ def test_batches_of_any_size_give_the_same_hypotheses(monkeypatch):
     for a, b in zip(one, two):  # the same batches, on two threads: the same values
         assert (a.rotation, a.scale, a.score) == (b.rotation, b.scale, b.score)
         np.testing.assert_array_equal(a.H, b.H)
+    # the scales run side by side; a single scale splits its rotations between the threads instead
+    single = GlobalSearchConfig(coarse_side=64, min_scale=1.4, max_scale=1.4, rescore_side=0)
+    one, two = (search_hypotheses(opt, np.ones(opt.shape, bool), sar, mask, single, workers=w) for w in (1, 2))
+    assert len(one) == len(two) == single.candidates and {h.scale for h in one} == {1.4}
+    for a, b in zip(one, two):
+        assert (a.rotation, a.scale, a.score) == (b.rotation, b.scale, b.score)
+        np.testing.assert_array_equal(a.H, b.H)
 
 
 def test_the_half_turn_shortcut_equals_turning_the_sar():
