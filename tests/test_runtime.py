@@ -9,7 +9,7 @@ import time
 import cv2
 import pytest
 
-from osreg.runtime import ordered_map, set_threads, thread_count
+from osreg.runtime import ordered_map, set_threads, thread_count, threads_each
 
 
 def test_ordered_map_returns_a_serial_runs_results_in_order():
@@ -60,6 +60,11 @@ def test_ordered_map_ahead_keeps_the_threads_busy_behind_a_slow_first_item():
 
         out = list(ordered_map(wait_for_last, range(8), 2, ahead=ahead))
         assert out == [last_ran_first, *range(1, 8)], ahead
+
+
+def test_items_side_by_side_get_one_thread_each_and_a_lone_item_all():
+    assert threads_each(4, 3) == threads_each(4, 2) == threads_each(1, 5) == 1
+    assert threads_each(4, 1) == 4 and threads_each(2, 0) == 2
 
 
 def test_ordered_map_raises_the_first_failure_in_order():

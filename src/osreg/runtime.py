@@ -32,6 +32,12 @@ def thread_count() -> int:
     return max(1, cv2.getNumThreads())
 
 
+def threads_each(workers: int, items: int) -> int:
+    """The threads each of ``items`` items may use when :func:`ordered_map` runs them on ``workers`` threads: one
+    when several run side by side, all of them for a lone item."""
+    return 1 if items > 1 else workers
+
+
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int | None = None) -> Iterator[R]:
     """``fn`` over ``items``, the results in the order of ``items``, on up to ``workers`` threads (numpy, SciPy's
     FFT and OpenCV release the GIL in their heavy parts); serial with one worker or one item. Lazily: a consumer

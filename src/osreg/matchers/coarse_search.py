@@ -14,7 +14,7 @@ from scipy import fft as sfft
 from osreg.descriptors import oriented_gradient_channels
 from osreg.geometry import apply_transform, scale_matrix
 from osreg.matchers.global_search_config import GlobalSearchConfig
-from osreg.runtime import ordered_map, thread_count
+from osreg.runtime import ordered_map, thread_count, threads_each
 
 ERODE = np.ones((5, 5), np.uint8)  # channel borders next to no-data are artificial edges
 STRUCTURE_CAP = 4.0  # a pixel's coarse weight saturates at 4x the median structure (bright edges do not dominate)
@@ -145,7 +145,7 @@ def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r:
     # that every worker thread gets one (each then runs its FFTs on one thread)
     chunk = max(1, min(int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)), math.ceil(direct / workers)))
     starts = range(0, direct, chunk)
-    fft_workers = 1 if len(starts) > 1 else workers
+    fft_workers = threads_each(workers, len(starts))
 
     def chunk_peaks(start: int) -> list[tuple[int, tuple[float, int, int]]]:
         idx = np.arange(start, min(direct, start + chunk))
@@ -235,7 +235,7 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     factors = [min(1.0, s0x * min(1.0, 1.0 / sc)) for sc in scales]
     resized = {f: _resize(image1.astype(np.float32, copy=False), mask1, f) for f in dict.fromkeys(factors)}
     # the scales side by side, each on one thread (the same values: every rotation's FFTs are its own)
-    inner = 1 if workers > 1 and len(scales) > 1 else workers
+    inner = threads_each(workers, len(scales))
 
     def scale_peaks(n: int) -> list[tuple[float, float, float, np.ndarray]]:
         sc = scales[n]
@@ -329,7 +329,7 @@ def _score(level: _Level, image1: np.ndarray, mask1: np.ndarray, hyps: list[Hypo
     shift = np.array([[1, 0, -radius], [0, 1, -radius], [0, 0, 1.0]])
     chunk = max(1, min(int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)), math.ceil(len(hyps) / workers)))
     starts = range(0, len(hyps), chunk)
-    fft_workers = 1 if len(starts) > 1 else workers
+    fft_workers = threads_each(workers, len(starts))
     for hyp in hyps:  # the SAR at about the level's pixel size for each scale first (area averaging), then one warp
         if hyp.scale not in pre:
             pre[hyp.scale] = _resize(image1.astype(np.float32, copy=False), mask1, min(1.0, level.s0x * hyp.scale))
@@ -393,7 +393,7 @@ def refine_hypothesis(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     c = np.array([(w - 1) / 2, (h - 1) / 2])
     pre: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}  # shared by the threads: the same values either way
     # the starts side by side when there are several (each scores on one thread), else the one on every thread
-    inner = 1 if len(starts) > 1 else workers
+    inner = threads_each(workers, len(starts))
 
     def refine(H: np.ndarray) -> tuple[np.ndarray, float] | None:
         scale = float(np.sqrt(abs(np.linalg.det(H[:2, :2]))))
