@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -97,107 +98,170 @@ def fft_size(optical_shape: tuple[int, int], cs: int, need: float) -> tuple[int,
     return sfft.next_fast_len(cs + h0 - my, real=True), sfft.next_fast_len(cs + w0 - mx, real=True)
 
 
-def _scored_shifts(n: int, size: int, cs: int, m: int, turned: bool) -> np.ndarray:
-    """Per index of one axis of the circular correlation (``n`` long), whether it holds a linear shift ``t`` with at
-    least ``m`` rows (columns) of overlap, ``t`` in ``[m - size, cs - m]`` for an optical side ``size``. A turned
-    canvas's index ``i`` is a convolution: its shift is ``cs - 1 - i``."""
-    i = np.arange(n)
-    t = (cs - 1 - i) % n if turned else i
+def _scored_shifts(n: int, size: int, cs: int, m: int) -> np.ndarray:
+    """Per index ``t mod n`` of one axis of the circular correlation, whether it holds a linear shift ``t`` with at
+    least ``m`` rows (columns) of overlap, ``t`` in ``[m - size, cs - m]`` for an optical side ``size``."""
+    t = np.arange(n)
     t = np.where(t > cs - m, t - n, t)
     return (t >= m - size) & (t <= cs - m)
 
 
-def _rotation_peaks(P0: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: int, shape: tuple[int, int],
-                    rotations: np.ndarray, config: GlobalSearchConfig, need: float, workers: int,
-                    optical_shape: tuple[int, int], half_turn: bool = True) -> list[tuple[float, int, int]]:
-    """Best score and shift (row, column of the circular correlation) of every rotation at one scale.
+def _turn_classes(n: int, channels: int) -> int:
+    """How many rotations of the full grid of ``n`` one warp of the SAR can serve (:func:`_rotation_peaks`): 4 with
+    quarter turns (``n`` divisible by 4 and an even number of orientation channels, which a quarter turn shifts by
+    half their number), 2 with half turns (``n`` even: the channels are orientations modulo 180 degrees), else 1."""
+    if n % 4 == 0 and channels % 2 == 0:
+        return 4
+    return 2 if n % 2 == 0 else 1
+
+
+def _plan(shape: tuple[int, int], rotations: np.ndarray, config: GlobalSearchConfig) -> tuple[tuple[int, int], int]:
+    """The FFT size and the turns of one canvas (:func:`_rotation_peaks`) that cost the fewest FFT planes for
+    ``rotations`` (grid indices) at the tight size ``shape``: quarter turns need a square size (the longer side's),
+    which pays unless the images are far from square or few rotations are a quarter turn apart."""
+    n, planes = len(config.rotations()), config.channels + 1
+    idx = np.asarray(rotations, int)
+    half = 2 if n % 2 == 0 else 1
+
+    def cost(size: tuple[int, int], turns: int) -> float:
+        period = n // turns
+        spectra = 2 if turns == 4 and np.any((idx // period) % 2) else 1
+        return size[0] * size[1] * (planes * (len(np.unique(idx % period)) + spectra) + 2 * len(idx))
+
+    if _turn_classes(n, config.channels) == 4:
+        square = (max(shape),) * 2
+        if cost(square, 4) < cost(shape, half):
+            return square, 4
+    return shape, half
+
+
+def _from_raw(q: int, c: int, shape: tuple[int, int]) -> Callable[[np.ndarray, np.ndarray], tuple]:
+    """The shift (row, column; see :func:`_rotation_peaks`) that an index of the circular result for a canvas turned
+    by ``q`` quarter turns holds (``c``: the canvas side less one; ``shape``: the FFT size)."""
+    Hh, Ww = shape
+    if q == 1:
+        return lambda i, j: ((-j) % Hh, i)
+    if q == 2:
+        return lambda i, j: ((c - i) % Hh, (c - j) % Ww)
+    if q == 3:
+        return lambda i, j: ((j - c) % Hh, (c - i) % Ww)
+    return lambda i, j: (i, j)
+
+
+def _rotation_peaks(O: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: int, shape: tuple[int, int],
+                    rotations: np.ndarray, config: GlobalSearchConfig, need: float, workers: int, turns: int = 1
+                    ) -> list[tuple[float, int, int]]:
+    """Best score and shift of every rotation at one scale.
 
     Args:
-        P0: spectrum (rfft2) of the optical channels and mask, zero-padded to ``shape``.
+        O: the optical channels and mask, ``(channels + 1, h0, w0)``, at the level's pixel size.
         i1, m1: the SAR and its mask at the level's pixel size for this scale.
         k: SAR level px -> optical level px.
         r: the canvas the SAR is turned into is ``2 r + 1`` px square, centred on the SAR's centre.
         shape: the padded FFT size (at least :func:`fft_size`; indices of shifts that cannot overlap ``need`` px are
             not scored, so that their aliases never count).
-        rotations: degrees, evenly spaced over the full circle, or a subset of them whose second half is its
-            first half turned by 180 degrees (with ``half_turn``).
+        rotations: indices into ``config.rotations()``: the full grid or any part of it.
         need: the least overlap (px) a shift must have to be scored.
-        optical_shape: the optical image's size at the level (rows, columns).
-        half_turn: derive the second half of an even number of rotations from the first (see below; equal to
-            turning the SAR up to the warp's rounding).
+        turns: how many rotations one warp of the SAR serves: 1 (every rotation warped), 2 (a rotation and its half
+            turn) or 4 (its quarter turns too: ``shape`` square; :func:`_plan` chooses). The same scores as warping
+            each rotation, up to the warp's rounding.
+
+    Returns:
+        per rotation of ``rotations``: the best score and its shift t (optical level px x meets canvas px x + t) as
+        indices (row, column) modulo ``shape``.
     """
     Hh, Ww = shape
+    h0, w0 = O.shape[-2:]
+    n, C = len(config.rotations()), config.channels
+    if turns not in (1, 2, 4) or n % turns or (turns == 4 and (Hh != Ww or C % 2)):
+        raise ValueError(f"{turns} turns of a canvas need a grid of rotations divisible by them (got {n}), and "
+                         f"quarter turns a square FFT size (got {shape}) and an even number of channels (got {C})")
+    cs = 2 * r + 1
+    c = cs - 1
+    # A turned canvas is a flipped or turned copy of another (its channels shifted by C / 2 for a quarter turn; the
+    # channels are absolute gradients, orientations modulo 180 degrees), so one warp, one channel stack and one
+    # forward FFT serve up to four rotations. Half turn, y[p] = x[c - p] in both axes: the correlation of the
+    # optical channels O with y at shift t is their convolution with x at c - t. Quarter turn, y[i, j] = x[j, c - i]:
+    # it is the correlation with x, at (t_col, -t_row), of O turned the other way, O'[u, v] = O[c - v, u] with its
+    # channels shifted; three quarters: O''s convolution with x at (c - t_col, c + t_row). Indices modulo the FFT size.
+    period = n // turns
+    canvases: dict[int, list[tuple[int, int]]] = {}  # per warped rotation: (quarter turns, position in rotations)
+    for pos, i in enumerate(np.asarray(rotations, int).tolist()):
+        canvases.setdefault(i % period, []).append(((i // period) * (4 // turns), pos))
+    warped = sorted(canvases)
+    pad = np.zeros((C + 1, Hh, Ww), np.float32)
+    pad[:, :h0, :w0] = O
+    P0 = sfft.rfft2(pad, axes=(-2, -1), workers=workers)
+    specs = {0: np.conj(P0), 2: P0}
+    if any(q % 2 for quarters in canvases.values() for q, _ in quarters):
+        turned = pad.transpose(0, 2, 1)[:, :, (c - np.arange(Ww)) % Ww]
+        turned[:-1] = turned[(np.arange(C) + C // 2) % C]
+        P1 = sfft.rfft2(turned, axes=(-2, -1), workers=workers)
+        specs.update({1: np.conj(P1), 3: P1})
+    del pad
+    # the shifts no position with enough overlap lands on, then per turn the indices of the circular result that
+    # hold them
+    my, mx = _least_overlap(need, (h0, w0), cs)
+    unscored = ~(_scored_shifts(Hh, h0, cs, my)[:, None] & _scored_shifts(Ww, w0, cs, mx)[None, :])
+    index = np.meshgrid(np.arange(Hh), np.arange(Ww), indexing="ij")
+    unscored_at = {q: unscored[_from_raw(q, c, shape)(*index)] for q in specs}
+    del index
+    # canvases in chunks, so that a batch of padded channel stacks stays near CHUNK_BYTES whatever the sizes, and
+    # that every worker thread gets one (each then runs its FFTs on one thread)
+    chunk = max(1, min(int(CHUNK_BYTES // ((C + 1) * Hh * Ww * 4)), math.ceil(len(warped) / workers)))
+    starts = range(0, len(warped), chunk)
+    fft_workers = threads_each(workers, len(starts))
+    grid = config.rotations()
     h1, w1 = i1.shape
     c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
-    cs = 2 * r + 1
-    F0 = np.conj(P0)
-    my, mx = _least_overlap(need, optical_shape, cs)
-    # per half (direct, turned): the indices no shift with enough overlap lands on
-    unscored = [~(_scored_shifts(Hh, optical_shape[0], cs, my, turned)[:, None]
-                  & _scored_shifts(Ww, optical_shape[1], cs, mx, turned)[None, :]) for turned in (False, True)]
-    # a half turn of the SAR only flips its canvas (the channels are absolute gradients, orientation modulo 180
-    # degrees): y[n] = x[cs - 1 - n] in every axis, whose correlation with the optical channels at shift t is
-    # their convolution with x at cs - 1 - t; the second half of the circle costs no warps, channels or forward
-    # FFTs
-    n_rot = len(rotations)
-    direct = n_rot // 2 if half_turn and n_rot % 2 == 0 else n_rot
-    # rotations in chunks, so that a batch of padded channel stacks stays near CHUNK_BYTES whatever the sizes, and
-    # that every worker thread gets one (each then runs its FFTs on one thread)
-    chunk = max(1, min(int(CHUNK_BYTES // ((config.channels + 1) * Hh * Ww * 4)), math.ceil(direct / workers)))
-    starts = range(0, direct, chunk)
-    fft_workers = threads_each(workers, len(starts))
 
     def chunk_peaks(start: int) -> list[tuple[int, tuple[float, int, int]]]:
-        idx = np.arange(start, min(direct, start + chunk))
-        W = np.zeros((len(idx), config.channels + 1, Hh, Ww), np.float32)
-        for j, th in enumerate(rotations[idx]):
-            B = _turn(k, th)
+        part = warped[start:start + chunk]
+        W = np.zeros((len(part), C + 1, Hh, Ww), np.float32)
+        for j, rep in enumerate(part):
+            B = _turn(k, grid[rep])
             M = np.hstack([B, (r - B @ c1)[:, None]])
             wi = cv2.warpAffine(i1, M, (cs, cs), flags=cv2.INTER_LINEAR)
             wm = cv2.erode(cv2.warpAffine(m1.astype(np.uint8), M, (cs, cs), flags=cv2.INTER_NEAREST), ERODE) > 0
-            W[j, :-1, :cs, :cs] = _channels(wi, wm, config.channels, config.structure_power)
+            W[j, :-1, :cs, :cs] = _channels(wi, wm, C, config.structure_power)
             W[j, -1, :cs, :cs] = wm
         G = sfft.rfft2(W, axes=(-2, -1), workers=fft_workers)
         del W
         out = []
-        for ids, spec, turned in ((idx, F0, False), (idx + direct, P0, True))[:1 if direct == n_rot else 2]:
-            num = sfft.irfft2(_channel_products(spec[:-1], G[:, :-1]), s=(Hh, Ww), axes=(-2, -1),
-                              workers=fft_workers)
-            area = sfft.irfft2(spec[-1][None] * G[:, -1], s=(Hh, Ww), axes=(-2, -1), workers=fft_workers)
+        for q, spec in specs.items():
+            sel = [(j, pos) for j, rep in enumerate(part) for turn, pos in canvases[rep] if turn == q]
+            if not sel:
+                continue
+            rows = [j for j, _ in sel]
+            Gq = G if rows == list(range(len(part))) else G[rows]
+            num = sfft.irfft2(_channel_products(spec[:-1], Gq[:, :-1]), s=shape, axes=(-2, -1), workers=fft_workers)
+            area = sfft.irfft2(spec[-1][None] * Gq[:, -1], s=shape, axes=(-2, -1), workers=fft_workers)
             bad = area < math.floor(need) + 0.5  # areas are pixel counts up to the FFT's round-off: <= need
-            bad |= unscored[turned]
+            bad |= unscored_at[q]
             num /= np.maximum(area, 1.0, out=area)
             np.copyto(num, -np.inf, where=bad)
-            for j, at in enumerate(num.reshape(len(ids), -1).argmax(axis=1)):
-                ty, tx = divmod(int(at), Ww)
-                best = float(num[j, ty, tx])
-                if turned:
-                    ty, tx = (cs - 1 - ty) % Hh, (cs - 1 - tx) % Ww
-                out.append((int(ids[j]), (best, ty, tx)))
+            flat = num.reshape(len(sel), -1)
+            shift = _from_raw(q, c, shape)
+            for (_, pos), row, at in zip(sel, flat, flat.argmax(axis=1)):
+                out.append((pos, (float(row[at]), *shift(*divmod(int(at), Ww)))))
         return out
 
-    peaks: list[tuple[float, int, int]] = [(-np.inf, 0, 0)] * n_rot  # per rotation: best score, shift (row, col)
+    peaks: list[tuple[float, int, int]] = [(-np.inf, 0, 0)] * len(rotations)
     for part in ordered_map(chunk_peaks, starts, workers):
-        for i, peak in part:
-            peaks[i] = peak
+        for pos, peak in part:
+            peaks[pos] = peak
     return peaks
 
 
-def _rotations_near(config: GlobalSearchConfig, near: list[float] | None) -> tuple[np.ndarray, bool]:
-    """The rotations to search (those of the full grid within one step of ``near`` or of their half turns, the
-    first half below 180 degrees and the second the first turned by 180; the full grid without ``near``) and whether
-    the second half may be derived from the first (:func:`_rotation_peaks`: an even grid)."""
+def _rotations_near(config: GlobalSearchConfig, near: list[float] | None) -> np.ndarray:
+    """The rotations to search, as indices into ``config.rotations()``: those within one step of ``near`` or of their
+    half turns (the full grid without ``near``)."""
     grid = config.rotations()
-    half_turn = len(grid) % 2 == 0
     if not near:
-        return grid, half_turn
+        return np.arange(len(grid))
     step = 360.0 / len(grid)
     d = np.abs(grid[:, None] - np.asarray(near, float)[None, :]) % 180.0
-    keep = (np.minimum(d, 180.0 - d) <= 1.01 * step).any(axis=1)
-    if not half_turn:
-        return grid[keep], False
-    first = grid[(grid < 180.0) & keep]  # an even grid holds every rotation's half turn, and keep holds both
-    return np.concatenate([first, first + 180.0]), True
+    return np.flatnonzero((np.minimum(d, 180.0 - d) <= 1.01 * step).any(axis=1))
 
 
 def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray, mask1: np.ndarray,
@@ -224,11 +288,12 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
     m0 = cv2.erode(m0.astype(np.uint8), ERODE) > 0
     A0 = _channels(i0, m0, config.channels, config.structure_power)
     h0, w0 = i0.shape
-    M0 = m0.astype(np.float32)
-    need = config.min_overlap * float(M0.sum())
+    O = np.concatenate([A0, m0[None].astype(np.float32)])  # the optical channels and mask
+    need = config.min_overlap * float(m0.sum())
     if need <= 0:
         return []
-    rotations, half_turn = _rotations_near(config, near)
+    rotations = _rotations_near(config, near)
+    grid = config.rotations()
     scales = config.scales()
     # the SAR at the coarse level's pixel size, already reduced by the scale when it is larger than 1 (so that the
     # warp below never shrinks it by more than a rotation needs); every scale <= 1 shares one resize
@@ -245,14 +310,10 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
         c1 = np.array([(w1 - 1) / 2, (h1 - 1) / 2])
         r = int(np.ceil(k * math.hypot(w1, h1) / 2)) + 2
         cs = 2 * r + 1
-        Hh, Ww = fft_size((h0, w0), cs, need)
-        pad0 = np.zeros((config.channels + 1, Hh, Ww), np.float32)
-        pad0[:-1, :h0, :w0] = A0
-        pad0[-1, :h0, :w0] = M0
-        P0 = sfft.rfft2(pad0, axes=(-2, -1), workers=inner)
-        peaks = _rotation_peaks(P0, i1, m1, k, r, (Hh, Ww), rotations, config, need, inner, (h0, w0), half_turn)
+        (Hh, Ww), turns = _plan(fft_size((h0, w0), cs, need), rotations, config)
+        peaks = _rotation_peaks(O, i1, m1, k, r, (Hh, Ww), rotations, config, need, inner, turns)
         out = []
-        for th, (best, ty, tx) in zip(rotations, peaks):
+        for th, (best, ty, tx) in zip(grid[rotations], peaks):
             if not np.isfinite(best):
                 continue
             # correlation at shift t: optical level px x meets canvas px x + t (negative shifts wrap around)
