@@ -136,7 +136,7 @@ def test_registration_across_crs_and_pixel_size(tmp_path):
         lon, lat = ds.xy([float(r["y_sar"]) for r in inl], [float(r["x_sar"]) for r in inl])
     x, y = transform("EPSG:4326", "EPSG:3395", lon, lat)
     with rasterio.open(DEMO_OPTICAL) as o:
-        col, row = ~o.transform * (np.array(x), np.array(y))
+        col, row = ~o.transform @ (np.array(x), np.array(y))
     d = np.stack([col - 0.5 - np.array([float(r["x_opt"]) for r in inl]),
                   row - 0.5 - np.array([float(r["y_opt"]) for r in inl])], 1)
     np.testing.assert_allclose(np.median(d, axis=0), [mis["shift_x_px"], mis["shift_y_px"]], atol=1.0)

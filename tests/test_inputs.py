@@ -32,10 +32,10 @@ def demo_grid():
 def test_too_little_georeferenced_data_exits_2(tmp_path, demo_grid, case):
     crs, t, sar = demo_grid
     if case == "one_pixel":  # a 1x1 SAR inside the optical footprint
-        path = write_tif(tmp_path / "s.tif", sar[190:191, 190:191], crs, t * Affine.translation(190, 190))
+        path = write_tif(tmp_path / "s.tif", sar[190:191, 190:191], crs, t @ Affine.translation(190, 190))
         expect = f"Error: SAR image {path} is 1x1 px; method 'cfog' needs at least 64x64 px"
     elif case == "thin_strip":  # a 384 x 6 px strip
-        path = write_tif(tmp_path / "s.tif", sar[100:106], crs, t * Affine.translation(0, 100))
+        path = write_tif(tmp_path / "s.tif", sar[100:106], crs, t @ Affine.translation(0, 100))
         expect = f"Error: SAR image {path} is 384x6 px; method 'cfog' needs at least 64x64 px"
     elif case == "valid_strip":  # full size, but nodata except 6 rows
         data = np.zeros_like(sar)
@@ -43,7 +43,7 @@ def test_too_little_georeferenced_data_exits_2(tmp_path, demo_grid, case):
         path = write_tif(tmp_path / "s.tif", data, crs, t, nodata=0)
         expect = f"Error: too little valid data in SAR image {path}: its 2304 valid px span 384x6 px; method 'cfog'"
     else:  # a full SAR that overlaps the optical footprint in a 10 px strip only
-        path = write_tif(tmp_path / "s.tif", sar, crs, t * Affine.translation(374, 0))
+        path = write_tif(tmp_path / "s.tif", sar, crs, t @ Affine.translation(374, 0))
         expect = "Error: too little overlap to register: the valid SAR covers"
     res = run("register", DEMO_OPTICAL, path, "-o", tmp_path / "o")
     assert res.exit_code == 2, res.output

@@ -2,7 +2,7 @@
 
 Pixel convention (used everywhere in osreg): coordinates are ``(x, y)`` = (column, row), 0-based, with
 ``(0, 0)`` the centre of the top-left pixel (OpenCV's convention). A raster's affine geotransform maps the
-pixel *corner* ``(col, row)``, so the map position of pixel ``(x, y)`` is ``transform * (x + 0.5, y + 0.5)``.
+pixel *corner* ``(col, row)``, so the map position of pixel ``(x, y)`` is ``transform @ (x + 0.5, y + 0.5)``.
 """
 
 from __future__ import annotations

@@ -136,15 +136,16 @@ def _plan(shape: tuple[int, int], rotations: np.ndarray, config: GlobalSearchCon
 
 
 def _from_raw(q: int, c: int, shape: tuple[int, int]) -> Callable[[np.ndarray, np.ndarray], tuple]:
-    """The shift (row, column; see :func:`_rotation_peaks`) that an index of the circular result for a canvas turned
-    by ``q`` quarter turns holds (``c``: the canvas side less one; ``shape``: the FFT size)."""
+    """The shift (row, column; see :func:`_rotation_peaks`) that an index (row, column) of the circular result
+    computed for a canvas turned by ``q`` quarter turns holds (``c``: the canvas side less one; ``shape``: the FFT
+    size)."""
     Hh, Ww = shape
     if q == 1:
         return lambda i, j: ((-j) % Hh, i)
     if q == 2:
-        return lambda i, j: ((c - i) % Hh, (c - j) % Ww)
+        return lambda i, j: ((c + i) % Hh, (c + j) % Ww)
     if q == 3:
-        return lambda i, j: ((j - c) % Hh, (c - i) % Ww)
+        return lambda i, j: ((-j - c) % Hh, (c + i) % Ww)
     return lambda i, j: (i, j)
 
 
@@ -181,30 +182,34 @@ def _rotation_peaks(O: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: 
     # A turned canvas is a flipped or turned copy of another (its channels shifted by C / 2 for a quarter turn; the
     # channels are absolute gradients, orientations modulo 180 degrees), so one warp, one channel stack and one
     # forward FFT serve up to four rotations. Half turn, y[p] = x[c - p] in both axes: the correlation of the
-    # optical channels O with y at shift t is their convolution with x at c - t. Quarter turn, y[i, j] = x[j, c - i]:
-    # it is the correlation with x, at (t_col, -t_row), of O turned the other way, O'[u, v] = O[c - v, u] with its
-    # channels shifted; three quarters: O''s convolution with x at (c - t_col, c + t_row). Indices modulo the FFT size.
+    # optical channels O with y at shift t is their convolution with x at c - t, which is their correlation with x
+    # reversed (the conjugate spectrum) at t - c. Quarter turn, y[i, j] = x[j, c - i]: it is the correlation with x,
+    # at (t_col, -t_row), of O turned the other way, O'[u, v] = O[c - v, u] with its channels shifted; three quarters:
+    # O''s correlation with x reversed at (t_col + c, c - t_row). Indices modulo the FFT size (square for quarters).
     period = n // turns
     canvases: dict[int, list[tuple[int, int]]] = {}  # per warped rotation: (quarter turns, position in rotations)
     for pos, i in enumerate(np.asarray(rotations, int).tolist()):
         canvases.setdefault(i % period, []).append(((i // period) * (4 // turns), pos))
     warped = sorted(canvases)
+    quarters = sorted({q for turns_of in canvases.values() for q, _ in turns_of})
     pad = np.zeros((C + 1, Hh, Ww), np.float32)
     pad[:, :h0, :w0] = O
-    P0 = sfft.rfft2(pad, axes=(-2, -1), workers=workers)
-    specs = {0: np.conj(P0), 2: P0}
-    if any(q % 2 for quarters in canvases.values() for q, _ in quarters):
-        turned = pad.transpose(0, 2, 1)[:, :, (c - np.arange(Ww)) % Ww]
-        turned[:-1] = turned[(np.arange(C) + C // 2) % C]
-        P1 = sfft.rfft2(turned, axes=(-2, -1), workers=workers)
-        specs.update({1: np.conj(P1), 3: P1})
-    del pad
+    # the conjugate spectra of O and, for odd quarter turns, of O' (correlations with x, or with x reversed)
+    spectra = [np.conj(sfft.rfft2(pad, axes=(-2, -1), workers=workers))]
+    if any(q % 2 for q in quarters):
+        shifted = np.r_[(np.arange(C) + C // 2) % C, C]  # the channels shifted, the mask as it is
+        turned = pad.transpose(0, 2, 1)[np.ix_(shifted, np.arange(Ww), (c - np.arange(Ww)) % Ww)]
+        del pad
+        spectra.append(np.conj(sfft.rfft2(turned, axes=(-2, -1), workers=workers)))
+        del turned
+    else:
+        del pad
     # the shifts no position with enough overlap lands on, then per turn the indices of the circular result that
     # hold them
     my, mx = _least_overlap(need, (h0, w0), cs)
     unscored = ~(_scored_shifts(Hh, h0, cs, my)[:, None] & _scored_shifts(Ww, w0, cs, mx)[None, :])
     index = np.meshgrid(np.arange(Hh), np.arange(Ww), indexing="ij")
-    unscored_at = {q: unscored[_from_raw(q, c, shape)(*index)] for q in specs}
+    unscored_at = {q: unscored[_from_raw(q, c, shape)(*index)] for q in quarters}
     del index
     # canvases in chunks, so that a batch of padded channel stacks stays near CHUNK_BYTES whatever the sizes, and
     # that every worker thread gets one (each then runs its FFTs on one thread)
@@ -228,12 +233,17 @@ def _rotation_peaks(O: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: 
         G = sfft.rfft2(W, axes=(-2, -1), workers=fft_workers)
         del W
         out = []
-        for q, spec in specs.items():
+        reversed_ = False
+        for q in quarters:
             sel = [(j, pos) for j, rep in enumerate(part) for turn, pos in canvases[rep] if turn == q]
             if not sel:
                 continue
+            if q >= 2 and not reversed_:  # the canvases reversed: half and three quarter turns
+                np.conj(G, out=G)
+                reversed_ = True
             rows = [j for j, _ in sel]
             Gq = G if rows == list(range(len(part))) else G[rows]
+            spec = spectra[q % 2]
             num = sfft.irfft2(_channel_products(spec[:-1], Gq[:, :-1]), s=shape, axes=(-2, -1), workers=fft_workers)
             area = sfft.irfft2(spec[-1][None] * Gq[:, -1], s=shape, axes=(-2, -1), workers=fft_workers)
             bad = area < math.floor(need) + 0.5  # areas are pixel counts up to the FFT's round-off: <= need
