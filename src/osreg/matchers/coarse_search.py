@@ -199,11 +199,9 @@ def _rotation_peaks(O: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: 
     if any(q % 2 for q in quarters):
         shifted = np.r_[(np.arange(C) + C // 2) % C, C]  # the channels shifted, the mask as it is
         turned = pad.transpose(0, 2, 1)[np.ix_(shifted, np.arange(Ww), (c - np.arange(Ww)) % Ww)]
-        del pad
         spectra.append(np.conj(sfft.rfft2(turned, axes=(-2, -1), workers=workers)))
         del turned
-    else:
-        del pad
+    del pad
     # the shifts no position with enough overlap lands on, then per turn the indices of the circular result that
     # hold them
     my, mx = _least_overlap(need, (h0, w0), cs)
