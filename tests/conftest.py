@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"
@@ -51,6 +53,8 @@ def one_thread():
 
 
 def write_tif(path: Path, data: np.ndarray, crs=None, transform=None, nodata=None) -> Path:
+    """A GeoTIFF of ``data``; without ``crs`` one with no georeference at all (on purpose: rasterio's warning about
+    it is silenced)."""
     arr = data if data.ndim == 3 else data[None]
     profile = {"driver": "GTiff", "height": arr.shape[1], "width": arr.shape[2], "count": arr.shape[0],
                "dtype": arr.dtype.name}
@@ -58,8 +62,10 @@ def write_tif(path: Path, data: np.ndarray, crs=None, transform=None, nodata=Non
         profile.update(crs=crs, transform=transform)
     if nodata is not None:
         profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(arr)
     return path
 
 
