@@ -205,10 +205,12 @@ def _rotation_peaks(O: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: 
     # the shifts no position with enough overlap lands on, then per turn the indices of the circular result that
     # hold them
     my, mx = _least_overlap(need, (h0, w0), cs)
-    unscored = ~(_scored_shifts(Hh, h0, cs, my)[:, None] & _scored_shifts(Ww, w0, cs, mx)[None, :])
-    index = np.meshgrid(np.arange(Hh), np.arange(Ww), indexing="ij")
-    unscored_at = {q: unscored[_from_raw(q, c, shape)(*index)] for q in quarters}
-    del index
+    rows_ok, cols_ok = _scored_shifts(Hh, h0, cs, my), _scored_shifts(Ww, w0, cs, mx)
+    index = np.arange(Hh)[:, None], np.arange(Ww)[None, :]
+    unscored_at = {}
+    for q in quarters:
+        ty, tx = _from_raw(q, c, shape)(*index)  # each depends on the row or on the column of the index alone
+        unscored_at[q] = ~(rows_ok[ty] & cols_ok[tx])
     # canvases in chunks, so that a batch of padded channel stacks stays near CHUNK_BYTES whatever the sizes, and
     # that every worker thread gets one (each then runs its FFTs on one thread)
     chunk = max(1, min(int(CHUNK_BYTES // ((C + 1) * Hh * Ww * 4)), math.ceil(len(warped) / workers)))
