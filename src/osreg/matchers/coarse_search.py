@@ -185,7 +185,7 @@ def _rotation_peaks(O: np.ndarray, i1: np.ndarray, m1: np.ndarray, k: float, r: 
     # optical channels O with y at shift t is their convolution with x at c - t, which is their correlation with x
     # reversed (the conjugate spectrum) at t - c. Quarter turn, y[i, j] = x[j, c - i]: it is the correlation with x,
     # at (t_col, -t_row), of O turned the other way, O'[u, v] = O[c - v, u] with its channels shifted; three quarters:
-    # O''s correlation with x reversed at (t_col + c, c - t_row). Indices modulo the FFT size (square for quarters).
+    # O''s correlation with x reversed at (t_col - c, -t_row - c). Indices modulo the FFT size (square for quarters).
     period = n // turns
     canvases: dict[int, list[tuple[int, int]]] = {}  # per warped rotation: (quarter turns, position in rotations)
     for pos, i in enumerate(np.asarray(rotations, int).tolist()):
