@@ -106,19 +106,12 @@ def _scored_shifts(n: int, size: int, cs: int, m: int) -> np.ndarray:
     return (t >= m - size) & (t <= cs - m)
 
 
-def _turn_classes(n: int, channels: int) -> int:
-    """How many rotations of the full grid of ``n`` one warp of the SAR can serve (:func:`_rotation_peaks`): 4 with
-    quarter turns (``n`` divisible by 4 and an even number of orientation channels, which a quarter turn shifts by
-    half their number), 2 with half turns (``n`` even: the channels are orientations modulo 180 degrees), else 1."""
-    if n % 4 == 0 and channels % 2 == 0:
-        return 4
-    return 2 if n % 2 == 0 else 1
-
-
 def _plan(shape: tuple[int, int], rotations: np.ndarray, config: GlobalSearchConfig) -> tuple[tuple[int, int], int]:
     """The FFT size and the turns of one canvas (:func:`_rotation_peaks`) that cost the fewest FFT planes for
-    ``rotations`` (grid indices) at the tight size ``shape``: quarter turns need a square size (the longer side's),
-    which pays unless the images are far from square or few rotations are a quarter turn apart."""
+    ``rotations`` (grid indices) at the tight size ``shape``: half turns on an even grid of ``n`` rotations (the
+    channels are orientations modulo 180 degrees); quarter turns when ``n`` is divisible by 4 and the channels are
+    even in number (a quarter turn shifts them by half their number), on a square size (the longer side's), which
+    pays unless the images are far from square or few rotations are a quarter turn apart."""
     n, planes = len(config.rotations()), config.channels + 1
     idx = np.asarray(rotations, int)
     half = 2 if n % 2 == 0 else 1
@@ -128,7 +121,7 @@ def _plan(shape: tuple[int, int], rotations: np.ndarray, config: GlobalSearchCon
         spectra = 2 if turns == 4 and np.any((idx // period) % 2) else 1
         return size[0] * size[1] * (planes * (len(np.unique(idx % period)) + spectra) + 2 * len(idx))
 
-    if _turn_classes(n, config.channels) == 4:
+    if n % 4 == 0 and config.channels % 2 == 0:
         square = (max(shape),) * 2
         if cost(square, 4) < cost(shape, half):
             return square, 4
@@ -339,7 +332,7 @@ def search_hypotheses(image0: np.ndarray, mask0: np.ndarray, image1: np.ndarray,
 
     found = [f for part in ordered_map(scale_peaks, range(len(scales)), workers, ahead=len(scales)) for f in part]
     found.sort(key=lambda f: -f[0])
-    step = 360.0 / len(config.rotations())
+    step = 360.0 / len(grid)
     kept: list[Hypothesis] = []
     n_keep = max(config.candidates, config.rescore_candidates if config.rescore_side else 0)
     for score, th, sc, H in found:
